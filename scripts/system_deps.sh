@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages ambientgen needs (ffmpeg, fluidsynth, a General MIDI soundfont) when missing.
+set -euo pipefail
+missing=()
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v fluidsynth >/dev/null || missing+=(fluidsynth)
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "installing ${missing[*]} with apt-get" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "ambientgen needs these Debian packages: ${missing[*]}" >&2
+  echo "run: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi

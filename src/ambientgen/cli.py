@@ -1,0 +1,84 @@
+"""Command line: one subcommand per stage, plus `local` (the embedded runner), `demo` and `report`.
+
+Each subcommand lives in its own module, which provides ``add_arguments(parser)``, ``main(args) -> int``,
+``HELP`` (one line) and ``EXAMPLES`` (epilog text). Modules keep heavy imports inside functions so that
+``ambientgen --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .util import StageError, setup_logging
+
+# subcommand -> module. Stage commands take INPUT_DIR OUTPUT_DIR, the /pfs/<input> -> /pfs/out contract.
+COMMANDS: dict[str, str] = {
+    "normalize": "ambientgen.stages.normalize",
+    "mp3-to-wav": "ambientgen.stages.audio",
+    "transcribe": "ambientgen.stages.transcribe",
+    "make-dataset": "ambientgen.stages.dataset",
+    "train": "ambientgen.stages.train",
+    "generate": "ambientgen.stages.generate",
+    "render": "ambientgen.stages.render",
+    "train-transcriber": "ambientgen.stages.transcriber",
+    "evaluate-transcriber": "ambientgen.stages.transcriber_eval",
+    "report": "ambientgen.report.html",
+    "sample-data": "ambientgen.sampledata",
+    "local": "ambientgen.local.cli",
+    "demo": "ambientgen.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ambientgen",
+        description="Turn your own ambient/ASMR/sleep MP3s into new music in the same style.",
+        epilog="Examples:\n  ambientgen demo\n  ambientgen normalize in/ out/\n  ambientgen local run\n"
+        "  ambientgen STAGE --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ambientgen {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("ambientgen"):
+                continue  # a stage not shipped in this build
+            raise
+        p = sub.add_parser(
+            name,
+            help=mod.HELP,
+            description=getattr(mod, "DESCRIPTION", mod.HELP),
+            epilog="Examples:\n" + mod.EXAMPLES.strip("\n"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_main", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose)
+    try:
+        return int(args._main(args) or 0)
+    except StageError as exc:
+        print(f"ambientgen {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ambientgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

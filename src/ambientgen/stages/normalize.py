@@ -1,0 +1,94 @@
+"""Stage 1: copy audio files to safe, collision-free names.
+
+Rule (stable across Pachyderm datums, which never see each other): a name that is already safe
+(``[A-Za-z0-9._-]``, lower-case extension, at most 100 characters) is kept as it is; any other name is
+ASCII-folded, reduced to safe characters and given ``-`` plus the first 8 hex digits of the SHA-1 of the
+original relative path, so two originals can never map to the same output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import re
+import shutil
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..util import StageError, atomic_path, iter_files, progress
+
+HELP = "copy audio files to safe, collision-free names"
+EXAMPLES = """
+  ambientgen normalize /pfs/audio-unprocessed /pfs/out
+  ambientgen normalize ~/Music/sleep normalized/ --dry-run
+"""
+AUDIO_SUFFIXES = {".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".wma"}
+MAX_STEM = 100
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NormalizeResult:
+    renamed: dict[str, str] = field(default_factory=dict)  # original relative path -> output name
+    skipped: list[str] = field(default_factory=list)
+
+
+def ascii_fold(text: str) -> str:
+    """'Forêt n°1 (live)' -> 'Foret n1 (live)': decompose accents and drop what is not ASCII."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+def safe_name(relpath: str) -> str:
+    """The output file name for an input path relative to the input directory."""
+    p = Path(relpath)
+    stem = "_".join([*p.parent.parts, p.stem]) if p.parent != Path(".") else p.stem
+    suffix = p.suffix.lower()
+    if _SAFE.match(stem) and len(stem) <= MAX_STEM and (stem + suffix) == relpath:
+        return relpath
+    folded = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_fold(stem)).strip("._-")
+    folded = re.sub(r"_+", "_", folded)[:MAX_STEM].rstrip("._-") or "audio"
+    digest = hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{folded}-{digest}{suffix}"
+
+
+def normalize(input_dir: str | Path, output_dir: str | Path, dry_run: bool = False) -> NormalizeResult:
+    """Copy every audio file under input_dir to output_dir under its safe name; skip non-audio with a warning."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.exists():
+        raise StageError(input_dir, "input directory does not exist")
+    result = NormalizeResult()
+    files = iter_files(input_dir)
+    for path in progress(files, "normalize", unit="file"):
+        rel = path.relative_to(input_dir).as_posix() if path != input_dir else path.name
+        if path.suffix.lower() not in AUDIO_SUFFIXES:
+            log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
+            result.skipped.append(rel)
+            continue
+        name = safe_name(rel)
+        result.renamed[rel] = name
+        if dry_run:
+            continue
+        dest = output_dir / name
+        if dest.exists():
+            raise StageError(dest, f"output already exists (from {rel}); refusing to overwrite")
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(path, tmp)
+        log.info("%s -> %s", rel, name)
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input_dir", help="directory of audio files (e.g. /pfs/audio-unprocessed)")
+    p.add_argument("output_dir", help="where the renamed copies go (e.g. /pfs/out)")
+    p.add_argument("--dry-run", action="store_true", help="print the mapping, copy nothing")
+
+
+def main(args: argparse.Namespace) -> int:
+    res = normalize(args.input_dir, args.output_dir, dry_run=args.dry_run)
+    for src, dst in res.renamed.items():
+        print(f"{src} -> {dst}")
+    return 0

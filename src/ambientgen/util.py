@@ -1,0 +1,116 @@
+"""Small helpers shared by every stage: logging, progress bars, errors, file discovery, soundfonts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("ambientgen")
+
+
+class StageError(Exception):
+    """A failure that names the file and the cause; the CLI prints it without a traceback."""
+
+    def __init__(self, path: str | os.PathLike | None, cause: str):
+        self.path = None if path is None else str(path)
+        self.cause = cause
+        super().__init__(f"{self.path}: {cause}" if self.path else cause)
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """Configure the root logger once: INFO by default, DEBUG with -v."""
+    level = logging.DEBUG if verbose > 0 else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    for noisy in ("numba", "matplotlib", "PIL", "h5py", "absl", "root"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """A progress bar with rate and ETA on stderr (silent when AMBIENTGEN_NO_PROGRESS=1)."""
+    from tqdm import tqdm
+
+    disable = os.environ.get("AMBIENTGEN_NO_PROGRESS") == "1"
+    yield from tqdm(items, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
+
+
+def iter_files(root: str | os.PathLike, suffixes: Iterable[str] | None = None) -> list[Path]:
+    """Every regular file under root (sorted, hidden files skipped), optionally filtered by suffix."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    wanted = {s.lower() for s in suffixes} if suffixes else None
+    out = []
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        if wanted is None or p.suffix.lower() in wanted:
+            out.append(p)
+    return out
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside dest; on success fsync and rename it over dest, else remove it."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: object) -> None:
+    """Write JSON atomically (sorted keys, indented)."""
+    import json
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+SOUNDFONT_CANDIDATES = (
+    "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "/usr/share/soundfonts/FluidR3_GM.sf2",
+    "/usr/share/sounds/sf2/default-GM.sf2",
+)
+
+
+def find_soundfont(explicit: str | os.PathLike | None = None) -> Path:
+    """The General MIDI soundfont to use: explicit path, $AMBIENTGEN_SOUNDFONT, Debian's FluidR3, or pretty_midi's."""
+    for cand in (explicit, os.environ.get("AMBIENTGEN_SOUNDFONT"), *SOUNDFONT_CANDIDATES):
+        if cand and Path(cand).is_file():
+            return Path(cand)
+    import pretty_midi
+
+    bundled = Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+    if bundled.is_file():
+        return bundled
+    raise StageError(None, "no General MIDI soundfont found: install fluid-soundfont-gm or set AMBIENTGEN_SOUNDFONT")
+
+
+def require_binary(name: str) -> str:
+    """Path of an external program, or a StageError saying how to install it."""
+    path = shutil.which(name)
+    if not path:
+        raise StageError(None, f"'{name}' not found on PATH: install it (Debian: apt-get install {name})")
+    return path

@@ -1,0 +1,31 @@
+"""Shared fixtures: real sample data made from public-domain scores (see ambientgen.sampledata)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PIPELINES_DIR = REPO_ROOT / "pipelines"
+SCHEMA_PATH = REPO_ROOT.parent / "shared" / "pachyderm-schema" / "CreatePipelineRequest.schema.json"
+
+
+@pytest.fixture(scope="session")
+def sample_midis(tmp_path_factory) -> list[Path]:
+    """Four Bach chorales as MIDI, 20 s each, with varied soft General MIDI programs."""
+    from ambientgen.sampledata import make_samples
+
+    return make_samples(tmp_path_factory.mktemp("midis"), count=4, seconds=20.0)
+
+
+@pytest.fixture(scope="session")
+def sample_mp3s(tmp_path_factory) -> list[Path]:
+    """Two chorales rendered with FluidSynth and encoded to MP3 (12 s each); the MIDI sits beside each MP3."""
+    from ambientgen.sampledata import make_samples
+
+    made = make_samples(tmp_path_factory.mktemp("mp3s"), count=2, seconds=12.0, mp3=True)
+    return [p for p in made if p.suffix == ".mp3"]

@@ -1,0 +1,26 @@
+"""The command line frame: every subcommand has --help with examples."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ambientgen.cli import COMMANDS, build_parser
+
+
+def test_help_lists_stages():
+    out = subprocess.run([sys.executable, "-m", "ambientgen", "--help"], capture_output=True, text=True, check=True)
+    for name in ("normalize", "local"):
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help_with_examples(name):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    if name not in sub.choices:
+        pytest.skip(f"{name} not built yet")
+    text = sub.choices[name].format_help()
+    assert "Examples:" in text and f"ambientgen {name}" in text
