@@ -24,3 +24,11 @@ def test_every_command_has_help_with_examples(name):
         pytest.skip(f"{name} not built yet")
     text = sub.choices[name].format_help()
     assert "Examples:" in text and f"ambientgen {name}" in text
+
+
+def test_environment_sets_option_defaults(monkeypatch):
+    monkeypatch.setenv("AMBIENTGEN_NORMALIZE_DRY_RUN", "1")
+    args = build_parser().parse_args(["normalize", "a", "b"])
+    assert args.dry_run is True
+    monkeypatch.setenv("AMBIENTGEN_NORMALIZE_DRY_RUN", "0")
+    assert build_parser().parse_args(["normalize", "a", "b"]).dry_run is False

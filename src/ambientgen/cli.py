@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  ambientgen STAGE --help",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.epilog += "\n\nAny option can also come from the environment: AMBIENTGEN_<COMMAND>_<OPTION>, e.g.\n" \
+        "  AMBIENTGEN_TRAIN_MINUTES=5 ambientgen train data/ model/"
     parser.add_argument("--version", action="version", version=f"ambientgen {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -59,8 +62,35 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
         mod.add_arguments(p)
+        apply_env_defaults(name, p)
         p.set_defaults(_main=mod.main)
     return parser
+
+
+def env_var_name(command: str, dest: str) -> str:
+    """AMBIENTGEN_<COMMAND>_<OPTION>, e.g. AMBIENTGEN_TRAIN_MINUTES for `ambientgen train --minutes`."""
+    return f"AMBIENTGEN_{command}_{dest}".upper().replace("-", "_")
+
+
+def apply_env_defaults(command: str, parser: argparse.ArgumentParser) -> None:
+    """Let AMBIENTGEN_<COMMAND>_<OPTION> environment variables set an option's default.
+
+    An option given on the command line still wins. This is how a pipeline spec's ``transform.env`` (or the
+    demo) tunes a stage without editing its command line.
+    """
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "verbose"):
+            continue
+        raw = os.environ.get(env_var_name(command, action.dest))
+        if raw is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+            value: object = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif action.type is not None and callable(action.type):
+            value = action.type(raw)
+        else:
+            value = raw
+        action.default = value
 
 
 def main(argv: list[str] | None = None) -> int:
