@@ -1,0 +1,404 @@
+"""Music Transformer: a decoder-only transformer with relative global self-attention (Huang et al. 2018).
+
+Each layer learns relative position embeddings ``Er`` (per head, or shared by the heads) for distances
+0..max_len-1. The relative logits ``S_rel[i, j] = q_i . Er[i - j]`` come from one matrix product
+``Q Er^T`` followed by the paper's *skewing* (pad, reshape, slice), so no L x L x D tensor is ever built:
+the extra memory is O(L*D) for the embeddings plus the L x L logits that attention has anyway.
+
+Attention kernels (``attn_impl``):
+
+* ``explicit``: the textbook ``softmax((QK^T + S_rel) / sqrt(d)) V``.
+* ``sdpa``: ``F.scaled_dot_product_attention`` with the skewed relative logits as an additive float mask
+  (the causal mask folded in), which uses PyTorch's fused kernels.
+* ``flex``: ``torch.nn.attention.flex_attention`` with the relative logits in a ``score_mod``
+  (fast only under ``torch.compile``, i.e. on GPU).
+* ``auto``: times the candidates on the current device once and keeps the fastest.
+
+The ``vanilla`` attention type (absolute learned positions, no relative term) is there for comparison.
+Incremental decoding keeps a key/value cache per layer; the relative term for new queries is computed
+against the cached keys, so cached and uncached generation give the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ATTN_IMPLS = ("auto", "explicit", "sdpa", "flex")
+
+
+@dataclass
+class TransformerConfig:
+    """Model hyper-parameters; stored beside the weights as config.json."""
+
+    vocab_size: int = 390
+    n_layer: int = 6
+    n_head: int = 8
+    d_model: int = 512
+    d_ff: int = 2048
+    max_len: int = 2048
+    dropout: float = 0.1
+    attention: str = "relative"  # "relative" or "vanilla"
+    rel_shared_heads: bool = False  # one Er per layer shared by all heads (else one per head)
+    tie_embeddings: bool = True
+    bias: bool = True
+    pad_id: int = 0
+    eos_id: int = 1
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("relative", "vanilla"):
+            raise ValueError(f"attention must be 'relative' or 'vanilla', not {self.attention!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model {self.d_model} is not a multiple of n_head {self.n_head}")
+        for name in ("vocab_size", "n_layer", "n_head", "d_model", "d_ff", "max_len"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError("dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TransformerConfig:
+        """Build from a dict; unknown keys are an error (a config from another program is not silently used)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+# Named configurations. `base` is the paper's (6 layers, d 512, 8 heads, ff 2048, length 2048).
+CONFIGS: dict[str, dict] = {
+    "tiny": dict(n_layer=3, n_head=4, d_model=128, d_ff=384, max_len=256, dropout=0.1),
+    "small": dict(n_layer=4, n_head=8, d_model=256, d_ff=1024, max_len=1024, dropout=0.1),
+    "base": dict(n_layer=6, n_head=8, d_model=512, d_ff=2048, max_len=2048, dropout=0.1),
+}
+
+
+def get_config(name: str, **overrides) -> TransformerConfig:
+    """A named config with optional overrides, e.g. get_config('tiny', attention='vanilla')."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {', '.join(CONFIGS)}")
+    return TransformerConfig(**{**CONFIGS[name], **overrides})
+
+
+def skew(qer: torch.Tensor) -> torch.Tensor:
+    """The paper's skewing: (..., L, L) logits with column c <-> distance L-1-c  ->  S_rel[i, j] = d(i - j).
+
+    Pad one column on the left, view as (L+1, L), drop the first row. Entries above the diagonal are
+    meaningless and must be masked by the caller.
+    """
+    *lead, L, L2 = qer.shape
+    assert L == L2, "skew needs square logits"
+    padded = F.pad(qer, (1, 0))
+    return padded.reshape(*lead, L + 1, L)[..., 1:, :]
+
+
+def rel_logits(q: torch.Tensor, er: torch.Tensor, past: int) -> torch.Tensor:
+    """Relative logits (B, H, Lq, Lk) for queries at positions past..past+Lq-1 over keys 0..Lk-1.
+
+    ``er`` holds embeddings for distances max_len-1 .. 0 along its second-to-last axis (distance 0 last).
+    Above-diagonal (future) entries are unspecified.
+    """
+    lq = q.shape[-2]
+    lk = past + lq
+    e = er[..., er.shape[-2] - lk:, :]  # distances lk-1 .. 0
+    qer = q @ e.transpose(-1, -2)  # (B, H, Lq, Lk): column c <-> distance lk-1-c
+    if past == 0:
+        return skew(qer)
+    if lq == 1:
+        return qer  # the one query sits at position lk-1: column c is key c
+    # General case (a block of queries after cached keys): S[i, j] = qer[i, j + lq-1-i].
+    idx = torch.arange(lk, device=q.device)[None, :] + (lq - 1 - torch.arange(lq, device=q.device))[:, None]
+    idx = idx.clamp_max(lk - 1)
+    return qer.gather(-1, idx.expand(*qer.shape[:-2], lq, lk))
+
+
+class KVCache:
+    """Preallocated keys/values for one layer: (B, H, capacity, Dh)."""
+
+    def __init__(self, batch: int, n_head: int, capacity: int, head_dim: int, device, dtype):
+        self.k = torch.zeros(batch, n_head, capacity, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.pos = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = k.shape[-2]
+        if self.pos + n > self.k.shape[-2]:
+            raise ValueError("key/value cache is full")
+        self.k[:, :, self.pos:self.pos + n] = k
+        self.v[:, :, self.pos:self.pos + n] = v
+        self.pos += n
+        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention, relative (Huang et al.) or vanilla."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.d_model // cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.attn_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.relative = cfg.attention == "relative"
+        if self.relative:
+            n = 1 if cfg.rel_shared_heads else cfg.n_head
+            self.er = nn.Parameter(torch.randn(n, cfg.max_len, self.head_dim) * self.head_dim ** -0.5)
+        self.impl = "explicit"
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=-1)
+        q = q.view(B, L, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, L, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, L, self.n_head, self.head_dim).transpose(1, 2)
+        past = 0
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.append(k, v)
+        y = self._attend(q, k, v, past)
+        y = y.transpose(1, 2).reshape(B, L, D)
+        return self.resid_drop(self.proj(y))
+
+    def _causal_bias(self, q: torch.Tensor, past: int) -> torch.Tensor:
+        """Additive (.., Lq, Lk) bias: scaled relative logits (if any) with -inf on future keys."""
+        lq = q.shape[-2]
+        lk = past + lq
+        future = torch.ones(lq, lk, dtype=torch.bool, device=q.device).triu(past + 1)
+        if self.relative:
+            bias = rel_logits(q, self.er.to(q.dtype), past) * (self.head_dim ** -0.5)
+            return bias.masked_fill(future, float("-inf"))
+        return torch.zeros(lq, lk, dtype=q.dtype, device=q.device).masked_fill(future, float("-inf"))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+        drop = self.cfg.dropout if self.training else 0.0
+        impl = self.impl
+        if impl == "flex" and past == 0:
+            return self._flex(q, k, v)
+        if impl in ("sdpa", "flex"):
+            if not self.relative and past == 0:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self._causal_bias(q, past), dropout_p=drop)
+        # explicit
+        att = (q @ k.transpose(-1, -2)) * (self.head_dim ** -0.5) + self._causal_bias(q, past)
+        att = self.attn_drop(F.softmax(att, dim=-1))
+        return att @ v
+
+    def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        scale = self.head_dim ** -0.5
+        if self.relative:
+            srel = rel_logits(q, self.er.to(q.dtype), 0) * scale  # (B, H, L, L), skewed
+
+            def score_mod(score, b, h, qi, kj):
+                return torch.where(qi >= kj, score + srel[b, h, qi, kj], -float("inf"))
+        else:
+            def score_mod(score, b, h, qi, kj):
+                return torch.where(qi >= kj, score, -float("inf"))
+        return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)); x + mlp(ln(x))."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache)
+        return x + self.mlp(self.ln2(x))
+
+
+class MusicTransformer(nn.Module):
+    """Decoder-only Music Transformer over performance-event tokens."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.attention == "vanilla" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.tie_embeddings:
+            self.head.weight = self.wte.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def set_attn_impl(self, impl: str) -> str:
+        """Choose the attention kernel for every layer ('auto' measures the candidates); returns the choice."""
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}")
+        if impl == "auto":
+            impl = pick_attn_impl(self.cfg, next(self.parameters()).device)
+        for block in self.blocks:
+            block.attn.impl = impl
+        return impl
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                caches: list[KVCache] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, L, V) and, given targets, the mean cross-entropy over non-pad target tokens."""
+        B, L = idx.shape
+        past = caches[0].pos if caches else 0
+        if past + L > self.cfg.max_len:
+            raise ValueError(f"sequence length {past + L} exceeds max_len {self.cfg.max_len}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(past, past + L, device=idx.device))
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches else None)
+        logits = self.head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                   ignore_index=self.cfg.pad_id)
+        return logits, loss
+
+    def new_caches(self, batch: int, capacity: int | None = None) -> list[KVCache]:
+        p = next(self.parameters())
+        cap = capacity or self.cfg.max_len
+        hd = self.cfg.d_model // self.cfg.n_head
+        return [KVCache(batch, self.cfg.n_head, cap, hd, p.device, p.dtype) for _ in self.blocks]
+
+
+def pick_attn_impl(cfg: TransformerConfig, device: torch.device | str, length: int | None = None) -> str:
+    """Time the attention kernels (forward + backward of one layer) on this device and return the fastest.
+
+    The result is cached per (device type, config shape). flex_attention is only a candidate off CPU,
+    where it runs compiled.
+    """
+    device = torch.device(device)
+    L = min(length or cfg.max_len, 512)
+    key = (device.type, cfg.attention, cfg.n_head, cfg.d_model, L)
+    if key in _IMPL_CACHE:
+        return _IMPL_CACHE[key]
+    candidates = ["explicit", "sdpa"] + (["flex"] if device.type == "cuda" else [])
+    layer_cfg = TransformerConfig(**{**cfg.to_dict(), "n_layer": 1, "dropout": 0.0, "max_len": max(L, cfg.max_len)})
+    attn = Attention(layer_cfg).to(device)
+    x = torch.randn(2, L, cfg.d_model, device=device, requires_grad=True)
+    best, best_t = "sdpa", float("inf")
+    for impl in candidates:
+        attn.impl = impl
+        try:
+            times = []
+            for _ in range(3):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                attn(x).sum().backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            t = min(times[1:])
+        except Exception:  # a kernel this build cannot run is simply not chosen
+            continue
+        if t < best_t:
+            best, best_t = impl, t
+    _IMPL_CACHE[key] = best
+    return best
+
+
+_IMPL_CACHE: dict[tuple, str] = {}
+
+
+@torch.no_grad()
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None, banned: tuple[int, ...] = ()) -> torch.Tensor:
+    """Draw one token per row from (B, V) logits with temperature, top-k and nucleus (top-p) filtering.
+
+    Sampling is by inverse CDF on one uniform draw per row, so equal probabilities give equal tokens.
+    """
+    logits = logits.double() / temperature
+    if banned:
+        logits[:, list(banned)] = float("-inf")
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+        drop = (cum - sorted_p) >= top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    probs = probs / probs.sum(-1, keepdim=True)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=torch.float64, device="cpu").to(probs.device)
+    cdf = probs.cumsum(-1)
+    tok = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(probs.shape[-1] - 1)
+    # never land on a zero-probability token through rounding at a boundary
+    zero = probs.gather(-1, tok) == 0
+    if zero.any():
+        tok = torch.where(zero, probs.argmax(-1, keepdim=True), tok)
+    return tok
+
+
+@torch.no_grad()
+def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int, temperature: float = 1.0,
+                    top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
+                    stop_at_eos: bool = True, should_stop=None) -> torch.Tensor:
+    """Continue each row of ``prompt`` (B, T >= 1) by up to ``max_new`` tokens; returns (B, T + n).
+
+    With ``use_cache`` each step runs only the new token through the model (key/value cache, relative
+    term included); without it the whole sequence is recomputed every step. A row that emits EOS keeps
+    emitting PAD. ``should_stop(tokens)`` may end generation early (e.g. once enough seconds exist).
+    Total length is capped at the model's max_len.
+    """
+    model.eval()
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(seed)
+    seq = prompt.clone()
+    B, T = seq.shape
+    max_new = max(0, min(max_new, cfg.max_len - T))
+    done = torch.zeros(B, 1, dtype=torch.bool, device=seq.device)
+    caches = model.new_caches(B, T + max_new) if use_cache else None
+    step_input = seq
+    for _ in range(max_new):
+        logits, _ = model(step_input if use_cache else seq, caches=caches)
+        tok = sample_next(logits[:, -1], temperature, top_k, top_p, gen, banned=(cfg.pad_id,))
+        tok = torch.where(done, torch.full_like(tok, cfg.pad_id), tok)
+        seq = torch.cat([seq, tok], dim=1)
+        step_input = tok
+        if stop_at_eos:
+            done |= tok == cfg.eos_id
+            if bool(done.all()):
+                break
+        if should_stop is not None and should_stop(seq):
+            break
+    return seq
