@@ -1,0 +1,434 @@
+"""Audio -> notes: streamed audio reading, the basic-pitch ONNX transcriber, block stitching, NoteSequence I/O.
+
+Long recordings (sleep music runs for hours) are never held whole: audio is read and resampled block by
+block, basic-pitch's 2-second model windows are laid on a fixed 256-sample grid so that their frames join
+exactly, and notes are decoded from the activations in blocks (default 60 s) with look-behind/look-ahead
+context. A note belongs to the block its onset falls in, so no note is lost or doubled at block edges;
+only a note that sounds longer than the look-ahead (default 30 s) is cut there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# basic-pitch model geometry (basic_pitch.constants): 22050 Hz input, 256-sample frames, 2-s windows.
+BP_SAMPLE_RATE = 22050
+BP_HOP = 256
+BP_WINDOW = 2 * BP_SAMPLE_RATE - BP_HOP  # 43844 samples -> 172 frames
+BP_WINDOW_FRAMES = 172
+BP_TRIM = 15  # frames dropped at the start of each window (edge effects); the window is padded by as much
+BP_KEEP = 141  # frames kept per window; windows advance by BP_KEEP * BP_HOP samples, so frames join exactly
+MIDI_OFFSET = 21  # pitch of frequency bin 0 (A0)
+
+
+class Note(NamedTuple):
+    start: float  # seconds
+    end: float
+    pitch: int
+    velocity: int
+
+
+@dataclass
+class BasicPitchParams:
+    """Note-decoding settings of basic-pitch (the defaults were tuned on rendered chorales, see bench/)."""
+
+    onset_threshold: float = 0.5
+    frame_threshold: float = 0.3
+    minimum_note_length_ms: float = 58.0
+    minimum_frequency: float | None = None
+    maximum_frequency: float | None = None
+    melodia_trick: bool = True
+    infer_onsets: bool = True
+    energy_tolerance: int = 11
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StreamOptions:
+    """How long files are cut: decode blocks, their context, and the model batch."""
+
+    block_s: float = 60.0
+    lookahead_s: float = 30.0
+    lookbehind_s: float = 1.0
+    batch_windows: int = 8
+
+
+# ---------------------------------------------------------------------------------------------- audio
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds from the file header (soundfile/libsndfile: WAV, FLAC, OGG, MP3)."""
+    import soundfile
+
+    info = soundfile.info(str(path))
+    return info.frames / info.samplerate if info.samplerate else 0.0
+
+
+def read_audio_blocks(path: str | Path, sample_rate: int, block_s: float = 10.0) -> Iterator[np.ndarray]:
+    """Yield the file as mono float32 blocks at sample_rate, resampled on the fly (soxr), in bounded memory."""
+    import soundfile
+    import soxr
+
+    with soundfile.SoundFile(str(path)) as f:
+        src_rate = f.samplerate
+        stream = None if src_rate == sample_rate else soxr.ResampleStream(src_rate, sample_rate, 1, dtype="float32")
+        block = max(1, int(block_s * src_rate))
+        while True:
+            data = f.read(block, dtype="float32", always_2d=True)
+            last = len(data) < block
+            mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            out = mono if stream is None else stream.resample_chunk(mono, last=last)
+            if len(out):
+                yield np.ascontiguousarray(out, dtype=np.float32)
+            if last:
+                break
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """The whole file as one mono float32 array (for short files and tests)."""
+    blocks = list(read_audio_blocks(path, sample_rate))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------- NoteSequence I/O
+
+
+def notes_to_sequence(notes: Iterable[Note], total_time: float | None = None, program: int = 0,
+                      qpm: float = 120.0) -> Any:
+    """A note_seq.NoteSequence from notes (sorted by start, pitch), one instrument, no pedal."""
+    import note_seq
+
+    ns = note_seq.NoteSequence()
+    ns.ticks_per_quarter = note_seq.constants.STANDARD_PPQ
+    ns.tempos.add(time=0.0, qpm=qpm)
+    end = 0.0
+    for n in sorted(notes, key=lambda n: (n.start, n.pitch)):
+        ns.notes.add(start_time=float(n.start), end_time=float(n.end), pitch=int(n.pitch),
+                     velocity=int(min(127, max(1, n.velocity))), program=program, instrument=0)
+        end = max(end, float(n.end))
+    ns.total_time = max(end, float(total_time or 0.0))
+    return ns
+
+
+def sequence_to_arrays(ns: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(intervals [n, 2] seconds, pitches in Hz) for mir_eval."""
+    notes = [n for n in ns.notes if not n.is_drum]
+    intervals = np.array([[n.start_time, n.end_time] for n in notes], dtype=float).reshape(-1, 2)
+    pitches = 440.0 * 2.0 ** ((np.array([n.pitch for n in notes], dtype=float) - 69.0) / 12.0)
+    return intervals, pitches
+
+
+def write_midi(ns: Any, dest: str | Path) -> Path:
+    """Write a NoteSequence as a standard MIDI file, atomically (an empty sequence gives a valid empty MIDI)."""
+    import note_seq
+
+    from ..util import atomic_path
+
+    dest = Path(dest)
+    with atomic_path(dest, suffix=".mid") as tmp:
+        note_seq.sequence_proto_to_midi_file(ns, str(tmp))
+    return dest
+
+
+def onset_scores(ref: Any, est: Any, onset_tolerance: float = 0.05) -> dict[str, float]:
+    """Precision/recall/F1 of est against ref, onset only and with offsets (mir_eval.transcription)."""
+    import mir_eval
+
+    ri, rp = sequence_to_arrays(ref)
+    ei, ep = sequence_to_arrays(est)
+    if len(ri) == 0 or len(ei) == 0:
+        return {k: 0.0 for k in ("precision", "recall", "f1", "precision_offset", "recall_offset", "f1_offset")}
+    p, r, f, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ri, rp, ei, ep, onset_tolerance=onset_tolerance, offset_ratio=None)
+    po, ro, fo, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        ri, rp, ei, ep, onset_tolerance=onset_tolerance, offset_ratio=0.2, offset_min_tolerance=0.05)
+    return {"precision": p, "recall": r, "f1": f, "precision_offset": po, "recall_offset": ro, "f1_offset": fo}
+
+
+# -------------------------------------------------------------------------------------- basic-pitch
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    """basic_pitch logs a warning for every optional runtime it lacks (TF, CoreML, TFLite); hide them."""
+    import warnings
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # resampy's pkg_resources deprecation notice
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def basic_pitch_model_path() -> Path:
+    """The ONNX model shipped inside the basic-pitch wheel (no TensorFlow, no download)."""
+    with _quiet_import():
+        from basic_pitch import FilenameSuffix, build_icassp_2022_model_path
+
+    return Path(build_icassp_2022_model_path(FilenameSuffix.onnx))
+
+
+_SESSIONS: dict[tuple[str, int], Any] = {}
+
+
+def onnx_session(model_path: str | Path, threads: int = 0) -> Any:
+    """One onnxruntime session per (model, threads) per process; later calls reuse it."""
+    key = (str(model_path), threads)
+    if key not in _SESSIONS:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        _SESSIONS[key] = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        log.debug("loaded %s (%d threads)", model_path, threads)
+    return _SESSIONS[key]
+
+
+def _frame_windows(blocks: Iterable[np.ndarray], batch: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Cut a 22050 Hz stream into model windows on the 256-sample grid; yield (batch [b, 43844, 1], n_samples).
+
+    n_samples is the total length of the stream, known only with the last batch (0 before).
+    """
+    step = BP_KEEP * BP_HOP
+    buf = np.zeros(BP_TRIM * BP_HOP, dtype=np.float32)  # left padding: frame BP_TRIM of window 0 is time 0
+    total = 0
+    cut = 0
+    pending: list[np.ndarray] = []
+    for block in blocks:
+        total += len(block)
+        buf = np.concatenate([buf, block])
+        while len(buf) >= BP_WINDOW:
+            pending.append(buf[:BP_WINDOW])
+            buf = buf[step:]
+            cut += 1
+            if len(pending) == batch:
+                yield np.stack(pending)[..., None], 0
+                pending = []
+    # flush: zero-padded windows until every frame of the stream is covered
+    n_frames = -(-total // BP_HOP)
+    needed = -(-n_frames // BP_KEEP)
+    while cut < needed:
+        w = buf[:BP_WINDOW]
+        pending.append(np.pad(w, (0, BP_WINDOW - len(w))))
+        buf = buf[step:]
+        cut += 1
+    if pending:
+        yield np.stack(pending)[..., None], total
+    else:
+        yield np.zeros((0, BP_WINDOW, 1), dtype=np.float32), total
+
+
+class BasicPitchTranscriber:
+    """basic-pitch (ICASSP 2022) through onnxruntime, streamed; the model is loaded once per process."""
+
+    name = "basic-pitch"
+    sample_rate = BP_SAMPLE_RATE
+
+    def __init__(self, params: BasicPitchParams | None = None, stream: StreamOptions | None = None,
+                 threads: int = 0, model_path: str | Path | None = None):
+        self.params = params or BasicPitchParams()
+        self.stream = stream or StreamOptions()
+        self.model_path = Path(model_path) if model_path else basic_pitch_model_path()
+        self.session = onnx_session(self.model_path, threads)
+        self._input = self.session.get_inputs()[0].name
+        outs = {o.name for o in self.session.get_outputs()}
+        # basic-pitch's ONNX export: :1 = note (frame) activations, :2 = onsets, :0 = pitch contours
+        self._outputs = ["StatefulPartitionedCall:1", "StatefulPartitionedCall:2"]
+        missing = set(self._outputs) - outs
+        if missing:
+            from ..util import StageError
+
+            raise StageError(self.model_path, f"not a basic-pitch ONNX model (outputs {sorted(outs)})")
+        with _quiet_import():
+            from basic_pitch import note_creation
+
+        self._decode_fn = note_creation.output_to_notes_polyphonic
+
+    def parameters(self) -> dict[str, Any]:
+        return {**self.params.as_dict(), "model": self.model_path.name, **asdict(self.stream)}
+
+    # -- activations
+
+    def activations(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """Yield (note [n, 88], onset [n, 88], total_frames) for consecutive frames; total_frames at the end only."""
+        for batch, total in _frame_windows(blocks, self.stream.batch_windows):
+            if len(batch):
+                note, onset = self.session.run(self._outputs, {self._input: batch})
+                keep = slice(BP_TRIM, BP_TRIM + BP_KEEP)
+                note = note[:, keep, :].reshape(-1, note.shape[-1])
+                onset = onset[:, keep, :].reshape(-1, onset.shape[-1])
+            else:
+                note = onset = np.zeros((0, 88), dtype=np.float32)
+            n_frames = -(-total // BP_HOP) if total else 0
+            yield note, onset, n_frames
+
+    def activations_of(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-signal activations (22050 Hz mono audio), trimmed to the signal's frames."""
+        notes, onsets, n = [], [], 0
+        for note, onset, total in self.activations([audio]):
+            notes.append(note)
+            onsets.append(onset)
+            n = total or n
+        return np.concatenate(notes)[:n], np.concatenate(onsets)[:n]
+
+    # -- decoding
+
+    def decode(self, note: np.ndarray, onset: np.ndarray, params: BasicPitchParams | None = None,
+               frame_offset: int = 0) -> list[tuple[int, int, int, float]]:
+        """basic-pitch's note decoding on one block; returns (start_frame, end_frame, pitch, amplitude)."""
+        p = params or self.params
+        min_len = int(round(p.minimum_note_length_ms / 1000 * BP_SAMPLE_RATE / BP_HOP))
+        if len(note) < 3:
+            return []
+        events = self._decode_fn(
+            note.astype(np.float32, copy=True), onset.astype(np.float32, copy=True),
+            onset_thresh=p.onset_threshold, frame_thresh=p.frame_threshold, min_note_len=min_len,
+            infer_onsets=p.infer_onsets, max_freq=p.maximum_frequency, min_freq=p.minimum_frequency,
+            melodia_trick=p.melodia_trick, energy_tol=p.energy_tolerance,
+        )
+        return [(s + frame_offset, e + frame_offset, pitch, amp) for s, e, pitch, amp in events]
+
+    def decode_stream(self, acts: Iterable[tuple[np.ndarray, np.ndarray, int]],
+                      params: BasicPitchParams | None = None) -> Iterator[Note]:
+        """Decode notes from streamed activations block by block; a note belongs to the block of its onset."""
+        fps = BP_SAMPLE_RATE / BP_HOP
+        block = max(1, int(self.stream.block_s * fps))
+        ahead = int(self.stream.lookahead_s * fps)
+        behind = max(4, int(self.stream.lookbehind_s * fps))
+        buf_note: list[np.ndarray] = []
+        buf_onset: list[np.ndarray] = []
+        buf_start = 0  # global frame index of the buffer's first frame
+        buf_len = 0
+        own_start = 0
+        total = 0
+        for note, onset, n_total in acts:
+            buf_note.append(note)
+            buf_onset.append(onset)
+            buf_len += len(note)
+            total = n_total or total
+            final = bool(n_total)
+            if final:  # trim the padding frames of the last windows
+                excess = buf_start + buf_len - total
+                if excess > 0:
+                    cat_n, cat_o = np.concatenate(buf_note), np.concatenate(buf_onset)
+                    buf_note, buf_onset = [cat_n[: len(cat_n) - excess]], [cat_o[: len(cat_o) - excess]]
+                    buf_len -= excess
+            while (buf_start + buf_len >= own_start + block + ahead) or (final and own_start < buf_start + buf_len):
+                cat_n, cat_o = np.concatenate(buf_note), np.concatenate(buf_onset)
+                own_end = own_start + block
+                lo = own_start - buf_start - min(behind, own_start - buf_start)
+                hi = min(buf_len, own_end + ahead - buf_start)
+                events = self.decode(cat_n[lo:hi], cat_o[lo:hi], params, frame_offset=buf_start + lo)
+                for s, e, pitch, amp in events:
+                    if own_start <= s < own_end:
+                        yield Note(s / fps, e / fps, int(pitch), int(round(127 * float(amp))))
+                own_start = own_end
+                keep_from = max(0, own_start - behind - buf_start)
+                buf_note, buf_onset = [cat_n[keep_from:]], [cat_o[keep_from:]]
+                buf_start += keep_from
+                buf_len -= keep_from
+
+    def transcribe_blocks(self, blocks: Iterable[np.ndarray], params: BasicPitchParams | None = None) -> list[Note]:
+        """Notes of a 22050 Hz mono stream."""
+        return sorted(self.decode_stream(self.activations(blocks), params))
+
+    def transcribe_file(self, path: str | Path) -> Any:
+        """A NoteSequence of any audio file soundfile reads (WAV, FLAC, OGG, MP3), streamed."""
+        notes = self.transcribe_blocks(read_audio_blocks(path, BP_SAMPLE_RATE))
+        return notes_to_sequence(notes, audio_duration(path))
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int) -> Any:
+        """A NoteSequence of a mono signal held in memory (the same interface as the onsets-frames model)."""
+        if sample_rate != BP_SAMPLE_RATE:
+            import soxr
+
+            audio = soxr.resample(audio.astype(np.float32), sample_rate, BP_SAMPLE_RATE)
+        notes = self.transcribe_blocks([np.asarray(audio, dtype=np.float32)])
+        return notes_to_sequence(notes, len(audio) / BP_SAMPLE_RATE)
+
+
+# ---------------------------------------------------------------------------- generic chunked models
+
+
+@dataclass
+class ChunkedTranscriber:
+    """Any model with ``transcribe(audio, sample_rate) -> NoteSequence``, run over overlapping chunks.
+
+    Each chunk carries look-behind/look-ahead context; a note is kept from the chunk its onset falls in.
+    """
+
+    model: Any
+    name: str
+    sample_rate: int = 16000
+    stream: StreamOptions = field(default_factory=StreamOptions)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def parameters(self) -> dict[str, Any]:
+        return {**self.extra, "sample_rate": self.sample_rate, **asdict(self.stream)}
+
+    def transcribe_file(self, path: str | Path) -> Any:
+        notes = list(stitch_chunks(read_audio_blocks(path, self.sample_rate), self.sample_rate,
+                                   self._run, self.stream))
+        return notes_to_sequence(notes, audio_duration(path))
+
+    def _run(self, audio: np.ndarray) -> list[Note]:
+        ns = self.model.transcribe(audio, self.sample_rate)
+        return [Note(n.start_time, n.end_time, n.pitch, n.velocity) for n in ns.notes if not n.is_drum]
+
+
+def stitch_chunks(blocks: Iterable[np.ndarray], sample_rate: int, run: Callable[[np.ndarray], list[Note]],
+                  stream: StreamOptions) -> Iterator[Note]:
+    """Run `run` on [own - behind, own + block + ahead) audio chunks; keep notes with onset in [own, own + block)."""
+    block = int(stream.block_s * sample_rate)
+    ahead = int(stream.lookahead_s * sample_rate)
+    behind = int(stream.lookbehind_s * sample_rate)
+    buf = np.zeros(0, dtype=np.float32)
+    buf_start = 0
+    own = 0
+    blocks = iter(blocks)
+    done = False
+    while not done or own < buf_start + len(buf):
+        while not done and buf_start + len(buf) < own + block + ahead:
+            nxt = next(blocks, None)
+            if nxt is None:
+                done = True
+            else:
+                buf = np.concatenate([buf, nxt])
+        if own >= buf_start + len(buf):
+            break
+        lo = max(0, own - behind - buf_start)
+        hi = min(len(buf), own + block + ahead - buf_start)
+        t0 = (buf_start + lo) / sample_rate
+        for n in run(buf[lo:hi]):
+            start = n.start + t0
+            if own / sample_rate <= start < (own + block) / sample_rate:
+                yield Note(start, n.end + t0, n.pitch, n.velocity)
+        own += block
+        drop = max(0, own - behind - buf_start)
+        buf = buf[drop:]
+        buf_start += drop
+
+
+def default_threads() -> int:
+    """Threads for the model: $AMBIENTGEN_THREADS, else 0 (onnxruntime's choice: the physical cores)."""
+    try:
+        return int(os.environ.get("AMBIENTGEN_THREADS", "0"))
+    except ValueError:
+        return 0

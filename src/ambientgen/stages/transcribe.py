@@ -1,0 +1,206 @@
+"""Stage 3: polyphonic transcription, audio -> NAME.mid + NAME.json sidecar.
+
+Backends (both give a note_seq.NoteSequence, so MIDI and sidecar writing are shared):
+
+* ``basic-pitch`` (default): Spotify's basic-pitch ICASSP 2022 model, the ONNX file shipped in its wheel, run
+  with onnxruntime (no TensorFlow, no download). Streamed in blocks, so hour-long files use bounded memory.
+* ``onsets-frames``: ``ambientgen.models.onsets_frames`` with a safetensors checkpoint (``--checkpoint``).
+
+The model is loaded once per process and every file gets its own, fresh decoding (a folder of files gives
+each file its own notes). Silent audio gives a valid MIDI file without notes and a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..util import StageError, iter_files, progress, write_json
+
+HELP = "transcribe audio (WAV, FLAC, OGG, MP3) to MIDI + JSON sidecar (basic-pitch ONNX by default)"
+EXAMPLES = """
+  ambientgen transcribe /pfs/audio-processed-wav /pfs/out
+  ambientgen transcribe wav/ midi/ --onset-threshold 0.6 --min-note-ms 80
+  ambientgen transcribe wav/ midi/ --backend onsets-frames --checkpoint model/onsets_frames.safetensors
+"""
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
+BACKENDS = ("basic-pitch", "onsets-frames")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TranscribeResult:
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # input relative path -> sidecar
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None) -> Any:
+    """The onsets-frames backend: ambientgen.models.onsets_frames.load_model(checkpoint), imported lazily."""
+    from ..music.transcription import ChunkedTranscriber, StreamOptions
+
+    modname = "ambientgen.models.onsets_frames"
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name and modname.startswith(exc.name):
+            raise StageError(None, f"backend onsets-frames needs {modname}, which this installation does not "
+                                   "include; use --backend basic-pitch") from None
+        raise
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise StageError(checkpoint, "onsets-frames checkpoint not found")
+    try:
+        model = mod.load_model(checkpoint)
+    except FileNotFoundError as exc:
+        raise StageError(checkpoint or exc.filename, f"onsets-frames checkpoint missing ({exc.strerror or exc})") from None
+    rate = int(getattr(model, "sample_rate", 16000))
+    extra = {"checkpoint": str(checkpoint) if checkpoint else "(packaged)"}
+    return ChunkedTranscriber(model=model, name="onsets-frames", sample_rate=rate,
+                              stream=stream or StreamOptions(), extra=extra)
+
+
+def make_transcriber(backend: str = "basic-pitch", checkpoint: str | Path | None = None, params: Any = None,
+                     stream: Any = None, threads: int | None = None) -> Any:
+    """Build (and load the model of) a backend once; reuse it for every file."""
+    from ..music import transcription as tr
+
+    if backend == "basic-pitch":
+        if checkpoint is not None:
+            raise StageError(checkpoint, "--checkpoint is for --backend onsets-frames; basic-pitch uses its shipped model")
+        return tr.BasicPitchTranscriber(params=params, stream=stream,
+                                        threads=tr.default_threads() if threads is None else threads)
+    if backend == "onsets-frames":
+        return load_onsets_frames(checkpoint, stream)
+    raise StageError(None, f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+
+
+def transcribe_file(transcriber: Any, src: str | Path, out_dir: str | Path, out_rel: str | Path,
+                    source_name: str | None = None) -> dict[str, Any]:
+    """Transcribe one audio file to out_dir/out_rel(.mid) and its .json sidecar; return the sidecar."""
+    import soundfile
+
+    from .. import __version__
+    from ..music.transcription import audio_duration, write_midi
+
+    src, out_dir = Path(src), Path(out_dir)
+    if src.stat().st_size == 0:
+        raise StageError(src, "empty file (0 bytes)")
+    try:
+        duration = audio_duration(src)
+        t0 = time.perf_counter()
+        ns = transcriber.transcribe_file(src)
+        elapsed = time.perf_counter() - t0
+    except (soundfile.LibsndfileError, RuntimeError, ValueError) as exc:
+        raise StageError(src, f"cannot read audio ({exc})") from None
+    if duration <= 0:
+        raise StageError(src, "no audio samples")
+    midi_rel = Path(out_rel).with_suffix(".mid")
+    if not ns.notes:
+        log.warning("%s: no notes found (silent or unpitched audio); writing an empty MIDI file", src)
+    write_midi(ns, out_dir / midi_rel)
+    pitches = [n.pitch for n in ns.notes]
+    sidecar = {
+        "source": source_name or src.name,
+        "midi": midi_rel.name,
+        "backend": transcriber.name,
+        "parameters": transcriber.parameters(),
+        "notes": len(ns.notes),
+        "duration_s": round(duration, 3),
+        "pitch_min": min(pitches) if pitches else None,
+        "pitch_max": max(pitches) if pitches else None,
+        "ambientgen_version": __version__,
+    }
+    write_json(out_dir / midi_rel.with_suffix(".json"), sidecar)
+    log.info("%s -> %s: %d notes, %.1f s of audio in %.1f s (%.0fx real time)", src.name, midi_rel, len(ns.notes),
+             duration, elapsed, duration / elapsed if elapsed > 0 else float("inf"))
+    return sidecar
+
+
+def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str = "basic-pitch",
+                   checkpoint: str | Path | None = None, params: Any = None, stream: Any = None,
+                   threads: int | None = None, transcriber: Any = None) -> TranscribeResult:
+    """Transcribe every audio file under input_dir into output_dir; a bad file never stops the others."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.exists():
+        raise StageError(input_dir, "input directory does not exist")
+    files = iter_files(input_dir)
+    result = TranscribeResult()
+    base = input_dir if input_dir.is_dir() else input_dir.parent
+    audio = []
+    for path in files:
+        rel = path.relative_to(base).as_posix()
+        if path.suffix.lower() in AUDIO_SUFFIXES:
+            audio.append((path, rel))
+        else:
+            log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
+            result.skipped.append(rel)
+    if not audio:
+        log.warning("%s: no audio files to transcribe", input_dir)
+        return result
+    if transcriber is None:
+        transcriber = make_transcriber(backend, checkpoint, params, stream, threads)
+    taken: dict[str, str] = {}
+    for path, rel in progress(audio, "transcribe", unit="file"):
+        out_rel = Path(rel).with_suffix(".mid").as_posix()
+        try:
+            if out_rel in taken:
+                raise StageError(path, f"output {out_rel} already written from {taken[out_rel]}; rename one of them")
+            taken[out_rel] = rel
+            result.outputs[rel] = transcribe_file(transcriber, path, output_dir, out_rel, source_name=rel)
+        except StageError as exc:
+            log.error("%s", exc)
+            result.failed[rel] = exc.cause
+        except OSError as exc:
+            log.error("%s: %s", path, exc.strerror or exc)
+            result.failed[rel] = str(exc)
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..music.transcription import BasicPitchParams, StreamOptions
+
+    d, s = BasicPitchParams(), StreamOptions()
+    p.add_argument("input_dir", help="directory of audio files (e.g. /pfs/audio-processed-wav)")
+    p.add_argument("output_dir", help="where NAME.mid and NAME.json go (e.g. /pfs/out)")
+    p.add_argument("--backend", choices=BACKENDS, default="basic-pitch", help="transcription model (default basic-pitch)")
+    p.add_argument("--checkpoint", default=None, help="onsets-frames checkpoint (.safetensors); default: the packaged one")
+    g = p.add_argument_group("basic-pitch note decoding")
+    g.add_argument("--onset-threshold", type=float, default=d.onset_threshold,
+                   help=f"onset activation needed to start a note (default {d.onset_threshold})")
+    g.add_argument("--frame-threshold", type=float, default=d.frame_threshold,
+                   help=f"frame activation needed to keep a note sounding (default {d.frame_threshold})")
+    g.add_argument("--min-note-ms", type=float, default=d.minimum_note_length_ms,
+                   help=f"drop notes shorter than this (default {d.minimum_note_length_ms:g} ms)")
+    g.add_argument("--min-freq", type=float, default=None, help="ignore pitches below this frequency (Hz)")
+    g.add_argument("--max-freq", type=float, default=None, help="ignore pitches above this frequency (Hz)")
+    g.add_argument("--melodia", action=argparse.BooleanOptionalAction, default=d.melodia_trick,
+                   help=f"also add notes found without a clear onset (default {'on' if d.melodia_trick else 'off'})")
+    g = p.add_argument_group("long files")
+    g.add_argument("--block-seconds", type=float, default=s.block_s, help=f"decoding block (default {s.block_s:g} s)")
+    g.add_argument("--lookahead-seconds", type=float, default=s.lookahead_s,
+                   help=f"context after each block; longer notes are cut (default {s.lookahead_s:g} s)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="model threads (default $AMBIENTGEN_THREADS or all physical cores)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..music.transcription import BasicPitchParams, StreamOptions
+
+    params = BasicPitchParams(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
+                              minimum_note_length_ms=args.min_note_ms, minimum_frequency=args.min_freq,
+                              maximum_frequency=args.max_freq, melodia_trick=args.melodia)
+    stream = StreamOptions(block_s=args.block_seconds, lookahead_s=args.lookahead_seconds)
+    res = transcribe_dir(args.input_dir, args.output_dir, args.backend, args.checkpoint, params, stream, args.threads)
+    for src, side in res.outputs.items():
+        print(f"{src} -> {side['midi']} ({side['notes']} notes)")
+    if res.failed:
+        log.error("%d of %d file(s) failed: %s", len(res.failed), len(res.failed) + len(res.outputs),
+                  ", ".join(sorted(res.failed)))
+        return 1
+    return 0
