@@ -1,0 +1,679 @@
+"""The local store: repos, immutable commits, content-addressed blobs, one `master` branch per repo.
+
+Layout under the store root (every file is published by write, fsync, rename, so a crash at any
+moment leaves each earlier commit readable)::
+
+    objects/ab/cdef...            file contents, named by their sha256
+    repos/<repo>/repo.json        name, created, description, the pipeline that owns it (if any)
+    repos/<repo>/commits/<id>.json  one immutable commit: parent, files {path: {hash, size}}, provenance
+    repos/<repo>/master           the branch head: a commit id (absent until the first commit)
+    jobs/<pipeline>/<job>.json    one job record (see runner.py)
+    datums/<pipeline>/<hash>.json output of a successful datum, for skipping and reuse
+    logs/<pipeline>/<job>/<datum>.log
+    tmp/                          staging; emptied whenever a writer takes the lock
+    lock                          fcntl lock file: one writer at a time; readers never lock
+
+Paths inside a repo are kept without the leading ``/`` ("a/b.mp3") and shown with it ("/a/b.mp3").
+They never become paths in the store itself (contents live under their hash), and every path is
+checked before it is written out to a folder (export, get-file, a datum's staging directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..util import StageError
+
+log = logging.getLogger(__name__)
+
+BRANCH = "master"
+NAME_MAX = 255  # bytes in one path component (Linux)
+PATH_MAX = 4096
+_REPO_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
+CRASH_ENV = "AMBIENTGEN_LOCAL_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Test hook: ``AMBIENTGEN_LOCAL_CRASH_AT=name`` (or ``name:N`` for the N-th time) kills the process here.
+
+    ``os._exit`` skips every cleanup handler, like ``kill -9``.
+    """
+    want = os.environ.get(CRASH_ENV)
+    if not want:
+        return
+    point, _, nth = want.partition(":")
+    if point != name:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if _crash_counts[name] >= int(nth or 1):
+        sys.stderr.write(f"ambientgen local: simulated crash at {name}\n")
+        sys.stderr.flush()
+        os._exit(137)
+
+
+class StoreError(StageError):
+    """A store operation that cannot be done; the message says why."""
+
+    def __init__(self, cause: str, path: str | os.PathLike | None = None):
+        super().__init__(path, cause)
+
+
+class StoreBusy(StoreError):
+    """Another process holds the writer lock."""
+
+
+def now_iso() -> str:
+    """UTC time with milliseconds, e.g. 2026-01-02T03:04:05.678Z."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def new_id() -> str:
+    """A Pachyderm-style 32 hex digit id."""
+    return uuid.uuid4().hex
+
+
+def check_repo_name(name: str) -> str:
+    if not isinstance(name, str) or not _REPO_RE.match(name):
+        raise StoreError(f"invalid repo name {name!r}: use 1-63 letters, digits, '_' or '-'")
+    return name
+
+
+def clean_repo_path(path: str, what: str = "path") -> str:
+    """Normalize a path inside a repo ("/a//b/" -> "a/b"; "/" -> ""), refusing anything unsafe.
+
+    Refused: NUL or other control characters, ``.``/``..`` components, a component over 255 bytes,
+    a path over 4096 bytes. A leading ``/`` is the repo root (as in pachctl), never the host's root.
+    """
+    if not isinstance(path, str):
+        raise StoreError(f"invalid {what} {path!r}")
+    if "\x00" in path:
+        raise StoreError(f"invalid {what} {path!r}: contains a NUL byte")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise StoreError(f"invalid {what} {path!r}: contains a control character")
+    if "\\" in path:
+        raise StoreError(f"invalid {what} {path!r}: contains a backslash")
+    parts = [p for p in path.split("/") if p]
+    for p in parts:
+        if p in (".", ".."):
+            raise StoreError(f"invalid {what} {path!r}: '{p}' components are not allowed")
+        try:
+            size = len(p.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise StoreError(f"invalid {what} {path!r}: not valid UTF-8") from exc
+        if size > NAME_MAX:
+            raise StoreError(f"invalid {what} '{p[:40]}...': name is {size} bytes, the limit is {NAME_MAX}")
+    out = "/".join(parts)
+    if len(out.encode("utf-8")) > PATH_MAX:
+        raise StoreError(f"invalid {what}: longer than {PATH_MAX} bytes")
+    return out
+
+
+def safe_join(root: Path, repo_path: str) -> Path:
+    """root / repo_path, after checking that the result stays inside root."""
+    rel = clean_repo_path(repo_path)
+    dest = root.joinpath(*rel.split("/")) if rel else root
+    root_abs = os.path.abspath(root)
+    if os.path.commonpath([root_abs, os.path.abspath(dest)]) != root_abs:
+        raise StoreError(f"path {repo_path!r} leaves {root}")
+    return dest
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class FileInfo:
+    path: str  # without leading slash
+    hash: str
+    size: int
+    type: str = "file"  # "file" or "dir"
+
+    def display(self) -> str:
+        return "/" + self.path + ("/" if self.type == "dir" and self.path else "")
+
+
+@dataclass
+class Commit:
+    repo: str
+    id: str
+    parent: str | None
+    created: str
+    files: dict[str, dict] = field(default_factory=dict)  # path -> {"hash", "size"}
+    origin: str = "USER"  # USER (put-file/delete-file) or AUTO (a pipeline job)
+    provenance: list[dict] = field(default_factory=list)  # [{"repo", "commit"}] the direct inputs
+    job: str | None = None
+    pipeline: str | None = None
+    salt: str | None = None
+    message: str = ""
+
+    @property
+    def size(self) -> int:
+        return sum(int(f["size"]) for f in self.files.values())
+
+    def to_json(self) -> dict:
+        return {
+            "repo": self.repo, "id": self.id, "branch": BRANCH, "parent": self.parent, "created": self.created,
+            "origin": self.origin, "provenance": self.provenance, "job": self.job, "pipeline": self.pipeline,
+            "salt": self.salt, "message": self.message, "files": self.files,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Commit:
+        return cls(
+            repo=d["repo"], id=d["id"], parent=d.get("parent"), created=d.get("created", ""),
+            files=d.get("files", {}), origin=d.get("origin", "USER"), provenance=d.get("provenance", []),
+            job=d.get("job"), pipeline=d.get("pipeline"), salt=d.get("salt"), message=d.get("message", ""),
+        )
+
+
+class Store:
+    """A directory holding repos, commits and blobs. Reads never lock; writes take the writer lock."""
+
+    def __init__(self, root: str | os.PathLike, create: bool = True):
+        self.root = Path(root).absolute()
+        if create:
+            for sub in ("objects", "repos", "jobs", "datums", "logs", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        elif not (self.root / "repos").is_dir():
+            raise StoreError("no store here (put a file first: ambientgen local put-file REPO FILE...)", self.root)
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ writer lock
+    @contextlib.contextmanager
+    def writer(self, wait: bool = False, what: str = "write") -> Iterator[Store]:
+        """Hold the store's writer lock (re-entrant in this object).
+
+        Another process holding it: wait (with a message) when ``wait``, else raise StoreBusy.
+        Taking the lock also clears what a killed writer left behind (tmp/, jobs marked running).
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
+        lock_path = self.root / "lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = self._lock_holder()
+                if not wait:
+                    raise StoreBusy(
+                        f"store is busy: another ambientgen local command is writing to it ({holder}); "
+                        "try again when it has finished, or pass --wait", self.root) from None
+                log.warning("%s: store is busy (%s); waiting for it...", self.root, holder)
+                print(f"ambientgen local: waiting for the store lock held by {holder} ...", file=sys.stderr)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}: {what}\n".encode(), 0)
+            self._lock_fd = fd
+            self._lock_depth = 1
+            self._recover()
+            try:
+                yield self
+            finally:
+                self._lock_depth = 0
+                self._lock_fd = None
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _lock_holder(self) -> str:
+        try:
+            text = (self.root / "lock").read_text().strip()
+        except OSError:
+            text = ""
+        return text or "unknown process"
+
+    def _recover(self) -> None:
+        """After a crash: drop staging leftovers and mark jobs that were running as killed."""
+        tmp = self.root / "tmp"
+        if tmp.exists():
+            for child in tmp.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        child.unlink()
+        tmp.mkdir(parents=True, exist_ok=True)
+        jobs = self.root / "jobs"
+        for jf in jobs.glob("*/*.json") if jobs.exists() else []:
+            try:
+                job = json.loads(jf.read_text())
+            except (OSError, ValueError):
+                continue
+            if job.get("state") in ("JOB_RUNNING", "JOB_CREATED"):
+                job["state"] = "JOB_KILLED"
+                job["reason"] = "the runner stopped (crash or kill) before the job finished; nothing was published"
+                job["finished"] = now_iso()
+                self.write_json_atomic(jf, job)
+                log.warning("job %s of %s was interrupted earlier; marked killed", job.get("id"), job.get("pipeline"))
+
+    def _require_lock(self) -> None:
+        if not self._lock_depth:
+            raise RuntimeError("store write without the writer lock")
+
+    # ------------------------------------------------------------------ atomic files and blobs
+    def tmp_dir(self) -> Path:
+        d = self.root / "tmp"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def write_json_atomic(self, path: Path, obj: object) -> None:
+        """Write JSON to a temporary file beside path, fsync, rename, fsync the folder."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(obj, fh, indent=1, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
+
+    def write_text_atomic(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(path.parent)
+
+    def blob_path(self, digest: str) -> Path:
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise StoreError(f"invalid content hash {digest!r}")
+        return self.root / "objects" / digest[:2] / digest[2:]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def add_blob(self, src: str | os.PathLike) -> tuple[str, int]:
+        """Copy a file into the blob store (hashing while copying); return (sha256, size)."""
+        tmp_fd, tmp = tempfile.mkstemp(prefix="blob.", dir=self.tmp_dir())
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(src, "rb") as fin, os.fdopen(tmp_fd, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    h.update(chunk)
+                    fout.write(chunk)
+                    size += len(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            digest = h.hexdigest()
+            dest = self.blob_path(digest)
+            crash_point("blob")
+            if dest.is_file():
+                os.unlink(tmp)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, dest)
+                fsync_dir(dest.parent)
+            return digest, size
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def open_blob(self, digest: str):
+        return open(self.blob_path(digest), "rb")
+
+    def copy_blob(self, digest: str, dest: Path, atomic: bool = True) -> None:
+        """Write a blob's content to dest (a new file; atomically by default)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not atomic:
+            shutil.copyfile(self.blob_path(digest), dest)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:200]}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(self.blob_path(digest), tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # ------------------------------------------------------------------ repos
+    def repo_dir(self, repo: str) -> Path:
+        return self.root / "repos" / check_repo_name(repo)
+
+    def repo_exists(self, repo: str) -> bool:
+        return (self.repo_dir(repo) / "repo.json").is_file()
+
+    def repo_info(self, repo: str) -> dict:
+        try:
+            return json.loads((self.repo_dir(repo) / "repo.json").read_text())
+        except FileNotFoundError:
+            raise StoreError(f"repo {repo!r} not found (create it with: ambientgen local create-repo {repo})") from None
+
+    def create_repo(self, repo: str, description: str = "", pipeline: str | None = None,
+                    exist_ok: bool = False) -> dict:
+        """Create a repo; ``pipeline`` marks it as that pipeline's output repo."""
+        check_repo_name(repo)
+        with self.writer(what=f"create-repo {repo}"):
+            if self.repo_exists(repo):
+                info = self.repo_info(repo)
+                if pipeline and info.get("pipeline") != pipeline:
+                    info["pipeline"] = pipeline
+                    self.write_json_atomic(self.repo_dir(repo) / "repo.json", info)
+                if exist_ok:
+                    return info
+                raise StoreError(f"repo {repo!r} already exists")
+            info = {"name": repo, "created": now_iso(), "description": description, "pipeline": pipeline}
+            (self.repo_dir(repo) / "commits").mkdir(parents=True, exist_ok=True)
+            self.write_json_atomic(self.repo_dir(repo) / "repo.json", info)
+            return info
+
+    def list_repos(self) -> list[dict]:
+        out = []
+        for d in sorted((self.root / "repos").iterdir()):
+            if not (d / "repo.json").is_file():
+                continue
+            info = json.loads((d / "repo.json").read_text())
+            head = self.head(info["name"])
+            c = self.get_commit(info["name"], head) if head else None
+            info["head"] = head
+            info["size"] = c.size if c else 0
+            info["files"] = len(c.files) if c else 0
+            out.append(info)
+        return out
+
+    # ------------------------------------------------------------------ commits
+    def head(self, repo: str) -> str | None:
+        try:
+            text = (self.repo_dir(repo) / BRANCH).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return text or None
+
+    def get_commit(self, repo: str, commit_id: str) -> Commit:
+        if not re.fullmatch(r"[0-9a-f]{32}", commit_id or ""):
+            raise StoreError(f"invalid commit id {commit_id!r}")
+        try:
+            return Commit.from_json(json.loads((self.repo_dir(repo) / "commits" / f"{commit_id}.json").read_text()))
+        except FileNotFoundError:
+            raise StoreError(f"commit {repo}@{commit_id} not found") from None
+
+    def resolve(self, repo: str, ref: str | None = None) -> Commit:
+        """A commit from a ref: None/"master" (the head), "master^", "master~N", a commit id or a unique prefix."""
+        if not self.repo_exists(repo):
+            raise StoreError(f"repo {repo!r} not found")
+        ref = ref or BRANCH
+        m = re.fullmatch(rf"{BRANCH}(?:(\^+)|~(\d+))?", ref)
+        if m:
+            head = self.head(repo)
+            if not head:
+                raise StoreError(f"repo {repo!r} has no commits yet")
+            back = len(m.group(1) or "") + int(m.group(2) or 0)
+            c = self.get_commit(repo, head)
+            for _ in range(back):
+                if not c.parent:
+                    raise StoreError(f"{repo}@{ref}: the branch has fewer commits than that")
+                c = self.get_commit(repo, c.parent)
+            return c
+        if not re.fullmatch(r"[0-9a-f]{4,32}", ref):
+            raise StoreError(f"invalid commit reference {repo}@{ref!r}: use master, master^, master~N or a commit id")
+        matches = [p.stem for p in (self.repo_dir(repo) / "commits").glob(f"{ref}*.json")]
+        if len(matches) > 1:
+            raise StoreError(f"commit prefix {ref!r} is ambiguous in repo {repo!r}")
+        if not matches:
+            raise StoreError(f"commit {repo}@{ref} not found")
+        return self.get_commit(repo, matches[0])
+
+    def list_commits(self, repo: str) -> list[Commit]:
+        """The branch's commits, newest first (commits never published to the branch are not shown)."""
+        out: list[Commit] = []
+        cid = self.head(repo) if self.repo_exists(repo) else None
+        if not self.repo_exists(repo):
+            raise StoreError(f"repo {repo!r} not found")
+        while cid:
+            c = self.get_commit(repo, cid)
+            out.append(c)
+            cid = c.parent
+        return out
+
+    def publish_commit(self, commit: Commit) -> Commit:
+        """Write the commit file, then move the branch head to it (each step atomic)."""
+        self._require_lock()
+        for entry in commit.files.values():
+            if not self.has_blob(entry["hash"]):
+                raise StoreError(f"commit {commit.id} refers to missing content {entry['hash']}")
+        cdir = self.repo_dir(commit.repo) / "commits"
+        cdir.mkdir(parents=True, exist_ok=True)
+        self.write_json_atomic(cdir / f"{commit.id}.json", commit.to_json())
+        crash_point("commit")
+        self.write_text_atomic(self.repo_dir(commit.repo) / BRANCH, commit.id + "\n")
+        return commit
+
+    def new_commit(self, repo: str, files: dict[str, dict], **kw) -> Commit:
+        return Commit(repo=repo, id=kw.pop("id", None) or new_id(), parent=self.head(repo), created=now_iso(),
+                      files=files, **kw)
+
+    # ------------------------------------------------------------------ put / delete
+    def put_files(self, repo: str, paths: Iterable[str | os.PathLike], dest: str = "/", message: str = "",
+                  wait: bool = False, create: bool = True) -> Commit:
+        """Like ``pachctl put file -r``: put files (a folder puts every file under it) in ONE new commit.
+
+        A file goes to ``dest/<its name>``; a folder's files keep their paths below the folder's name
+        (``put_files(r, ["music/"])`` -> ``/music/a.mp3``). Existing paths are overwritten.
+        """
+        check_repo_name(repo)
+        dest_clean = clean_repo_path(dest, "destination")
+        plan: list[tuple[str, Path]] = []
+        for p in paths:
+            raw = os.fspath(p)
+            if "\x00" in raw:
+                raise StoreError(f"invalid file name {raw!r}: contains a NUL byte")
+            src = Path(raw)
+            try:
+                src.stat()
+            except OSError as exc:
+                raise StoreError(f"cannot read: {exc.strerror}", raw) from None
+            if src.is_dir():
+                base = src.resolve().name
+                for dirpath, dirnames, filenames in os.walk(src):
+                    dirnames.sort()
+                    for fn in sorted(filenames):
+                        fp = Path(dirpath) / fn
+                        if not fp.is_file():
+                            log.warning("%s: not a regular file, skipped", fp)
+                            continue
+                        rel = fp.relative_to(src).as_posix()
+                        plan.append((self._target(dest_clean, f"{base}/{rel}", fp), fp))
+            elif not src.is_file():
+                raise StoreError("not a regular file", raw)
+            else:
+                plan.append((self._target(dest_clean, src.resolve().name, src), src))
+        if not plan:
+            raise StoreError("nothing to put: no files given or the folders are empty")
+        targets = [t for t, _ in plan]
+        dupes = {t for t in targets if targets.count(t) > 1}
+        if dupes:
+            raise StoreError(f"two inputs would be stored at the same path: {sorted(dupes)[:3]}")
+        with self.writer(wait=wait, what=f"put-file {repo}"):
+            if not self.repo_exists(repo):
+                if not create:
+                    raise StoreError(f"repo {repo!r} not found")
+                self.create_repo(repo)
+            info = self.repo_info(repo)
+            if info.get("pipeline"):
+                raise StoreError(f"repo {repo!r} is the output repo of pipeline {info['pipeline']!r}; "
+                                 "only its pipeline writes to it")
+            head = self.head(repo)
+            files = dict(self.get_commit(repo, head).files) if head else {}
+            for target, src in plan:
+                for existing in list(files):
+                    if existing.startswith(target + "/"):
+                        raise StoreError(f"cannot put file /{target}: it is a directory in {repo}")
+                parent = target
+                while "/" in parent:
+                    parent = parent.rsplit("/", 1)[0]
+                    if parent in files:
+                        raise StoreError(f"cannot put /{target}: /{parent} is a file in {repo}")
+                try:
+                    digest, size = self.add_blob(src)
+                except OSError as exc:
+                    raise StoreError(f"cannot read: {exc.strerror or exc}", src) from None
+                files[target] = {"hash": digest, "size": size}
+            commit = self.new_commit(repo, files, message=message or f"put {len(plan)} file(s)")
+            return self.publish_commit(commit)
+
+    @staticmethod
+    def _target(dest: str, rel: str, src: Path) -> str:
+        try:
+            return clean_repo_path(f"{dest}/{rel}" if dest else rel, "file name")
+        except StoreError as exc:
+            raise StoreError(exc.cause, src) from None
+
+    def delete_files(self, repo: str, paths: Iterable[str], wait: bool = False) -> Commit:
+        """A new commit without the given paths (a directory path deletes everything under it)."""
+        with self.writer(wait=wait, what=f"delete-file {repo}"):
+            if self.repo_info(repo).get("pipeline"):
+                raise StoreError(f"repo {repo!r} is a pipeline's output repo; only its pipeline writes to it")
+            head = self.head(repo)
+            if not head:
+                raise StoreError(f"repo {repo!r} has no commits")
+            files = dict(self.get_commit(repo, head).files)
+            for p in paths:
+                target = clean_repo_path(p)
+                gone = [f for f in files if not target or f == target or f.startswith(target + "/")]
+                if not gone:
+                    raise StoreError(f"{repo}@{head[:12]}:/{target} not found")
+                for f in gone:
+                    del files[f]
+            commit = self.new_commit(repo, files, message=f"delete {', '.join(paths)}")
+            return self.publish_commit(commit)
+
+    # ------------------------------------------------------------------ reading files
+    def list_files(self, repo: str, ref: str | None = None, path: str = "/") -> list[FileInfo]:
+        """Entries directly under path (files and folders, like ``pachctl list file``); a file path lists itself."""
+        c = self.resolve(repo, ref)
+        target = clean_repo_path(path)
+        if target in c.files:
+            e = c.files[target]
+            return [FileInfo(target, e["hash"], int(e["size"]))]
+        prefix = target + "/" if target else ""
+        entries: dict[str, FileInfo] = {}
+        for fp, e in sorted(c.files.items()):
+            if not fp.startswith(prefix):
+                continue
+            rest = fp[len(prefix):]
+            head, sep, _ = rest.partition("/")
+            if sep:
+                d = entries.setdefault(prefix + head, FileInfo(prefix + head, "", 0, "dir"))
+                d.size += int(e["size"])
+            else:
+                entries[fp] = FileInfo(fp, e["hash"], int(e["size"]))
+        if not entries and target:
+            raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found")
+        return sorted(entries.values(), key=lambda f: f.path)
+
+    def walk(self, repo: str, ref: str | None = None) -> dict[str, dict]:
+        return dict(self.resolve(repo, ref).files)
+
+    def read_file(self, repo: str, path: str, ref: str | None = None) -> bytes:
+        c = self.resolve(repo, ref)
+        target = clean_repo_path(path)
+        if target not in c.files:
+            raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found (or it is a folder)")
+        with self.open_blob(c.files[target]["hash"]) as fh:
+            return fh.read()
+
+    def get_file(self, repo: str, path: str, dest: str | os.PathLike, ref: str | None = None) -> Path:
+        """Copy one file out of a commit to dest (written atomically)."""
+        c = self.resolve(repo, ref)
+        target = clean_repo_path(path)
+        if target not in c.files:
+            raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found (or it is a folder)")
+        dest = Path(dest)
+        self.copy_blob(c.files[target]["hash"], dest)
+        return dest
+
+    def export(self, repo: str, dest_dir: str | os.PathLike, commit: str | None = None, path: str = "/") -> list[Path]:
+        """Copy a commit's files (below path) into dest_dir, keeping their paths; returns the written files."""
+        c = self.resolve(repo, commit)
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        prefix = clean_repo_path(path)
+        out = []
+        for fp, e in sorted(c.files.items()):
+            if prefix and not (fp == prefix or fp.startswith(prefix + "/")):
+                continue
+            dest = safe_join(dest_dir, fp)
+            self.copy_blob(e["hash"], dest)
+            out.append(dest)
+        return out
+
+    def inspect_commit(self, repo: str, ref: str | None = None) -> dict:
+        """The commit's metadata with its direct provenance and the full chain of commits that made it."""
+        c = self.resolve(repo, ref)
+        d = c.to_json()
+        d["size"] = c.size
+        d["file_count"] = len(c.files)
+        d.pop("files")
+        full: list[dict] = []
+        seen: set[tuple[str, str]] = set()
+        stack = list(c.provenance)
+        while stack:
+            p = stack.pop(0)
+            key = (p["repo"], p["commit"])
+            if key in seen:
+                continue
+            seen.add(key)
+            full.append(p)
+            with contextlib.suppress(StoreError):
+                stack.extend(self.get_commit(p["repo"], p["commit"]).provenance)
+        d["full_provenance"] = full
+        return d
