@@ -395,7 +395,7 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
                 rc = proc.returncode
         except OSError as exc:
             problem = f"cannot start {cmd[0]!r}: {exc.strerror or exc}"
-        tail = _tail(err_log) or _tail(out_log)
+        tail = (_tail(err_log) or _tail(out_log)).replace(str(pfs_root), "/pfs")
         if not problem and rc != 0:
             problem = f"exit status {rc}" + (f" (signal {-rc})" if rc is not None and rc < 0 else "")
         if not problem:
@@ -407,7 +407,8 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
             else:
                 crash_point("datum")
                 res.files = files
-        log_chunks.append(_log_chunk(attempt, tries, problem or "success", out_log, err_log))
+        log_chunks.append(_log_chunk(attempt, tries, problem or "success", out_log, err_log)
+                          .replace(str(pfs_root), "/pfs"))
         if not problem:
             res.state = "success"
             res.error = ""

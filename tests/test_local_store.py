@@ -1,0 +1,187 @@
+"""Local store: put/list/get/export/delete, commit refs, hostile names, the writer lock."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from test_local_helpers import files_outside, local_cli
+
+from ambientgen.local import Store, StoreBusy, StoreError
+from ambientgen.local.store import Commit, new_id
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "store")
+
+
+@pytest.fixture
+def music(tmp_path):
+    d = tmp_path / "music"
+    (d / "sub").mkdir(parents=True)
+    (d / "Forêt de nuit – pluie.mp3").write_bytes(b"ID3 rain" * 100)
+    (d / "waves.mp3").write_bytes(b"ID3 waves" * 50)
+    (d / "sub" / "deep.mp3").write_bytes(b"ID3 deep")
+    return d
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_folder_goes_in_one_commit_with_content_addressed_blobs(store, music):
+    c = store.put_files("audio-unprocessed", [music])
+    assert store.list_commits("audio-unprocessed") == [c]
+    assert sorted(c.files) == ["music/Forêt de nuit – pluie.mp3", "music/sub/deep.mp3", "music/waves.mp3"]
+    e = c.files["music/waves.mp3"]
+    assert e["hash"] == sha(b"ID3 waves" * 50) and e["size"] == 450
+    assert store.blob_path(e["hash"]).read_bytes() == b"ID3 waves" * 50
+    # files directly, with --dest; the second commit keeps the first commit's files
+    c2 = store.put_files("audio-unprocessed", [music / "waves.mp3", music / "sub" / "deep.mp3"], dest="/flat")
+    assert c2.parent == c.id
+    assert {"flat/waves.mp3", "flat/deep.mp3", "music/waves.mp3"} <= set(c2.files)
+    assert [x.id for x in store.list_commits("audio-unprocessed")] == [c2.id, c.id]
+    # the earlier commit is unchanged (immutable)
+    assert set(store.resolve("audio-unprocessed", c.id).files) == set(c.files)
+    assert store.resolve("audio-unprocessed", "master^").id == c.id
+    assert store.resolve("audio-unprocessed", c.id[:8]).id == c.id
+
+
+def test_list_get_export_delete(store, music, tmp_path):
+    store.put_files("a", [music])
+    top = store.list_files("a", None, "/")
+    assert [(f.display(), f.type) for f in top] == [("/music/", "dir")]
+    inner = store.list_files("a", "master", "/music")
+    assert [f.display() for f in inner] == ["/music/Forêt de nuit – pluie.mp3", "/music/sub/", "/music/waves.mp3"]
+    out = store.get_file("a", "/music/sub/deep.mp3", tmp_path / "got.mp3")
+    assert out.read_bytes() == b"ID3 deep"
+    written = store.export("a", tmp_path / "exp")
+    assert len(written) == 3
+    assert (tmp_path / "exp" / "music" / "Forêt de nuit – pluie.mp3").read_bytes() == b"ID3 rain" * 100
+    c3 = store.delete_files("a", ["/music/sub"])
+    assert sorted(c3.files) == ["music/Forêt de nuit – pluie.mp3", "music/waves.mp3"]
+    with pytest.raises(StoreError, match="not found"):
+        store.read_file("a", "/music/sub/deep.mp3")
+    assert store.read_file("a", "/music/sub/deep.mp3", "master^") == b"ID3 deep"
+
+
+def test_cli_tables_and_json(tmp_path, music):
+    st = str(tmp_path / "st")
+    r = local_cli("put-file", "audio-unprocessed", str(music / "waves.mp3"), "--store", st)
+    assert r.returncode == 0, r.stderr
+    r = local_cli("list-repo", "--store", st)
+    assert "audio-unprocessed" in r.stdout and "NAME" in r.stdout
+    r = local_cli("list-file", "audio-unprocessed@master:/", "--json", "--store", st)
+    assert '"/waves.mp3"' in r.stdout
+    r = local_cli("get-file", "audio-unprocessed@master:/waves.mp3", "--store", st)
+    assert r.stdout == (b"ID3 waves" * 50).decode()
+    r = local_cli("get-file", "nope@master:/x", "--store", st)
+    assert r.returncode == 1 and "repo 'nope' not found" in r.stderr
+    r = local_cli("list-repo", "--store", str(tmp_path / "missing"))
+    assert r.returncode == 1 and "no store here" in r.stderr
+
+
+# ------------------------------------------------------------------ hostile names
+def test_dotdot_source_path_is_stored_by_its_name_only(store, tmp_path, monkeypatch):
+    (tmp_path / "x.mp3").write_bytes(b"x")
+    sub = tmp_path / "cwd"
+    sub.mkdir()
+    monkeypatch.chdir(sub)
+    before = files_outside(tmp_path)
+    c = store.put_files("r", ["../x.mp3"])
+    assert list(c.files) == ["x.mp3"]
+    new = files_outside(tmp_path) - before
+    assert all(p.startswith("store") for p in new), new
+
+
+@pytest.mark.parametrize("dest", ["../../etc", "/a/../../b", "a/./b", "..", "x\x00y", "a\\b"])
+def test_unsafe_dest_is_refused(store, music, dest):
+    with pytest.raises(StoreError, match="invalid destination"):
+        store.put_files("r", [music / "waves.mp3"], dest=dest)
+    assert not store.repo_exists("r")
+
+
+def test_absolute_dest_is_inside_the_repo(store, music, tmp_path):
+    c = store.put_files("r", [music / "waves.mp3"], dest="/tmp/evil")
+    assert list(c.files) == ["tmp/evil/waves.mp3"]
+    assert not os.path.exists("/tmp/evil/waves.mp3")
+    store.export("r", tmp_path / "exp")
+    assert (tmp_path / "exp" / "tmp" / "evil" / "waves.mp3").is_file()
+
+
+def test_nul_and_too_long_names_are_refused(store, music, tmp_path):
+    with pytest.raises(StoreError, match="NUL"):
+        store.put_files("r", [str(music / "wav\x00es.mp3")])
+    long_name = "a" * 296 + ".mp3"  # 300 characters: over the 255-byte limit of a file name
+    with pytest.raises(StoreError, match="too long|File name too long") as exc:
+        store.put_files("r", [tmp_path / long_name])
+    assert long_name[:20] in str(exc.value)
+    with pytest.raises(StoreError, match="300 bytes"):
+        store.put_files("r", [music / "waves.mp3"], dest="/" + "d" * 300)
+    # 255 bytes is still fine
+    ok = tmp_path / ("b" * 251 + ".mp3")
+    ok.write_bytes(b"ok")
+    assert list(store.put_files("r", [ok]).files) == [ok.name]
+    r = local_cli("put-file", "r", str(music / "waves.mp3"), "--dest", "../../x", "--store", str(tmp_path / "s2"))
+    assert r.returncode == 1 and "'..' components are not allowed" in r.stderr
+
+
+def test_bad_repo_names_are_refused(store, music):
+    for name in ["../x", "a/b", "", "x" * 64, "a b"]:
+        with pytest.raises(StoreError, match="invalid repo name"):
+            store.put_files(name, [music / "waves.mp3"])
+
+
+def test_export_never_writes_outside_the_target(store, tmp_path, music):
+    """Even a corrupted commit holding '../' paths cannot make export write outside its folder."""
+    digest = store.put_files("r", [music / "waves.mp3"]).files["waves.mp3"]["hash"]
+    with store.writer():
+        store.publish_commit(Commit("r", new_id(), store.head("r"), "now",
+                                    files={"../escaped.mp3": {"hash": digest, "size": 450}}))
+    with pytest.raises(StoreError, match="'..' components"):
+        store.export("r", tmp_path / "exp")
+    assert not (tmp_path / "escaped.mp3").exists()
+
+
+def test_output_repo_is_not_writable_by_put_file(store, music):
+    with store.writer():
+        store.create_repo("audio-processed", pipeline="audio-processed")
+    with pytest.raises(StoreError, match="output repo of pipeline"):
+        store.put_files("audio-processed", [music / "waves.mp3"])
+
+
+# ------------------------------------------------------------------ lock
+HOLD = """
+import sys, time
+from ambientgen.local import Store
+with Store(sys.argv[1]).writer(what="test holder"):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_second_writer_fails_clearly_or_waits(tmp_path, music):
+    root = tmp_path / "store"
+    Store(root)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root), "2.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreBusy, match=r"store is busy.*pid \d+: test holder.*--wait"):
+            Store(root).put_files("r", [music / "waves.mp3"])
+        r = local_cli("put-file", "r", str(music / "waves.mp3"), "--store", str(root))
+        assert r.returncode == 1 and "store is busy" in r.stderr
+        t0 = time.monotonic()
+        r = local_cli("put-file", "r", str(music / "waves.mp3"), "--store", str(root), "--wait")
+        assert r.returncode == 0, r.stderr
+        assert "waiting for the store lock" in r.stderr
+        assert time.monotonic() - t0 > 0.5
+    finally:
+        holder.wait(timeout=30)
+    assert list(Store(root).resolve("r").files) == ["waves.mp3"]
+    # readers never lock
+    assert Store(root).list_repos()[0]["name"] == "r"
