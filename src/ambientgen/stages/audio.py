@@ -99,7 +99,7 @@ def probe(path: str | Path) -> DecodeInfo:
         raise StageError(path, f"no audio stream (content is {fmt.get('format_name', '?')})")
     score = int(fmt.get("probe_score", 100))
     if score < MIN_PROBE_SCORE:
-        raise StageError(path, f"not an audio file (content not recognised: ffprobe confidence {score}/100)")
+        raise StageError(path, f"not a readable audio file (content not recognised: ffprobe confidence {score}/100)")
     stream = streams[0]
     duration = stream.get("duration") or fmt.get("duration")
     return DecodeInfo(
