@@ -1,0 +1,247 @@
+"""Robust, bounded MIDI reading: ``load_midi(path) -> NoteSequence`` or a StageError naming the file.
+
+MIDI files come from users and from transcription, so every file is treated as untrusted. Before the full
+parse (note_seq's ``midi_to_note_sequence``, i.e. pretty_midi + mido, the reader Magenta uses), a cheap
+scan of the Standard MIDI File structure refuses what would be slow, huge or meaningless:
+
+==================  =========================  ==================================================
+limit               default                    why
+==================  =========================  ==================================================
+file size           64 MiB (``max_bytes``)     the parser holds every event in memory
+notes               1,000,000 (``max_notes``)  counted by the scan before parsing
+duration            12 h (``max_seconds``)     absurdly slow tempi or huge delta times
+ticks per track     33,554,432 (2**25)         pretty_midi allocates one float per tick
+tempo               >= 1,000 us per quarter    (60,000 bpm) absurdly fast tempi squash notes to 0
+==================  =========================  ==================================================
+
+A file with no notes, a malformed header or a truncated track is refused too. ``limits`` can be changed
+per call (``MidiLimits``); the stages expose them as options.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..util import StageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from note_seq.protobuf.music_pb2 import NoteSequence
+
+log = logging.getLogger(__name__)
+
+MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
+# pretty_midi allocates one float64 per tick (tick -> seconds table) and refuses more than its MAX_TICK
+# (1e7: only 6.3 h at 220 ticks per quarter and 120 bpm, too short for sleep music); ours is 2**25
+# (a 256 MiB table; 21 h at 220 ticks per quarter), checked by the scan before pretty_midi runs.
+MAX_TICKS = 1 << 25
+MIN_TEMPO_US = 1_000  # microseconds per quarter note; faster is not music
+
+
+@dataclass(frozen=True)
+class MidiLimits:
+    """Bounds for an untrusted MIDI file (see the module docstring)."""
+
+    max_bytes: int = 64 * 1024 * 1024
+    max_notes: int = 1_000_000
+    max_seconds: float = 12 * 3600.0
+
+
+DEFAULT_LIMITS = MidiLimits()
+
+
+@dataclass
+class MidiScan:
+    """What the structural scan found: format, track count, resolution, note-ons, ticks, duration."""
+
+    format: int
+    ntracks: int
+    ticks_per_quarter: int
+    notes: int
+    max_tick: int
+    seconds: float
+
+
+def _vlq(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Read a MIDI variable-length quantity (at most 4 bytes) at pos; return (value, new pos)."""
+    value = 0
+    for i in range(4):
+        if pos >= end:
+            raise ValueError("truncated variable-length number")
+        b = data[pos]
+        pos += 1
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            return value, pos
+        if i == 3:
+            break
+    raise ValueError("variable-length number longer than 4 bytes")
+
+
+_DATA_LEN = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
+_SYSTEM_LEN = {0xF1: 1, 0xF2: 2, 0xF3: 1}
+
+
+def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
+    """Walk the chunks and events of a Standard MIDI File without building objects.
+
+    Raises ValueError with a human-readable cause when the structure is broken or a limit is exceeded.
+    Stops counting as soon as a limit is passed, so the cost is bounded by the limits, not the file.
+    """
+    if data[:4] == b"RIFF":
+        raise ValueError("RIFF MIDI (.rmi) is not supported: extract the Standard MIDI File inside it")
+    if len(data) < 14 or data[:4] != b"MThd":
+        raise ValueError("not a Standard MIDI File (no 'MThd' header)")
+    (hlen,) = struct.unpack(">I", data[4:8])
+    if hlen < 6 or 8 + hlen > len(data):
+        raise ValueError(f"malformed header (length {hlen})")
+    fmt, ntracks, division = struct.unpack(">HHH", data[8:14])
+    if fmt > 2:
+        raise ValueError(f"unknown MIDI format {fmt}")
+    if division & 0x8000:
+        raise ValueError("SMPTE time division is not supported")
+    if division == 0:
+        raise ValueError("malformed header: 0 ticks per quarter note")
+    pos = 8 + hlen
+    notes = 0
+    max_tick = 0
+    tempos: list[tuple[int, int]] = []
+    tracks = 0
+    while pos + 8 <= len(data) and tracks < ntracks:
+        ctype = data[pos:pos + 4]
+        (clen,) = struct.unpack(">I", data[pos + 4:pos + 8])
+        start, end = pos + 8, pos + 8 + clen
+        pos = end
+        if ctype != b"MTrk":
+            continue  # unknown chunks are skipped, as the standard says
+        if end > len(data):
+            raise ValueError(f"track {tracks} is truncated ({clen} bytes announced, {len(data) - start} present)")
+        tracks += 1
+        tick, i, status = 0, start, 0
+        while i < end:
+            delta, i = _vlq(data, i, end)
+            tick += delta
+            if tick > MAX_TICKS:
+                raise ValueError(f"track {tracks - 1} runs past {MAX_TICKS:,} ticks; the file is probably corrupt")
+            if i >= end:
+                raise ValueError(f"track {tracks - 1} is truncated")
+            b = data[i]
+            if b == 0xFF:
+                if i + 2 > end:
+                    raise ValueError(f"track {tracks - 1}: truncated meta event")
+                mtype = data[i + 1]
+                mlen, i = _vlq(data, i + 2, end)
+                if i + mlen > end:
+                    raise ValueError(f"track {tracks - 1}: meta event runs past the end of the track")
+                if mtype == 0x51 and mlen == 3:
+                    tempo = int.from_bytes(data[i:i + 3], "big")
+                    if tempo < MIN_TEMPO_US:
+                        raise ValueError(f"absurd tempo: {tempo} microseconds per quarter note "
+                                         f"(minimum {MIN_TEMPO_US})")
+                    tempos.append((tick, tempo))
+                i += mlen
+                if mtype == 0x2F:
+                    break
+            elif b in (0xF0, 0xF7):
+                slen, i = _vlq(data, i + 1, end)
+                i += slen
+            elif b >= 0xF0:
+                i += 1 + _SYSTEM_LEN.get(b, 0)
+            else:
+                if b & 0x80:
+                    status = b
+                    i += 1
+                elif not status:
+                    raise ValueError(f"track {tracks - 1}: data byte without a status byte")
+                n = _DATA_LEN[status & 0xF0]
+                if i + n > end:
+                    raise ValueError(f"track {tracks - 1}: truncated event")
+                if status & 0xF0 == 0x90 and data[i + 1] > 0:
+                    notes += 1
+                    if notes > limits.max_notes:
+                        raise ValueError(f"more than {limits.max_notes:,} notes (limit max_notes)")
+                i += n
+        max_tick = max(max_tick, tick)
+    if tracks == 0:
+        raise ValueError("no track chunk ('MTrk') in the file")
+    seconds = _ticks_to_seconds(max_tick, division, tempos)
+    if seconds > limits.max_seconds:
+        raise ValueError(f"lasts {seconds / 3600:.1f} h, more than the limit of {limits.max_seconds / 3600:.1f} h "
+                         "(max_seconds)")
+    return MidiScan(fmt, ntracks, division, notes, max_tick, seconds)
+
+
+def _ticks_to_seconds(tick: int, division: int, tempos: list[tuple[int, int]]) -> float:
+    """Seconds at `tick` under a tempo map (default 120 bpm), as pretty_midi computes it."""
+    seconds, last_tick, tempo = 0.0, 0, 500_000
+    for t, new in sorted(tempos):
+        if t >= tick:
+            break
+        seconds += (t - last_tick) * tempo / 1e6 / division
+        last_tick, tempo = t, new
+    return seconds + (tick - last_tick) * tempo / 1e6 / division
+
+
+def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>",
+                                limits: MidiLimits = DEFAULT_LIMITS) -> NoteSequence:
+    """Parse MIDI file contents into a NoteSequence, refusing broken or out-of-bounds files (StageError)."""
+    if len(data) > limits.max_bytes:
+        raise StageError(name, f"file is {len(data) / 2**20:.1f} MiB, more than the limit of "
+                               f"{limits.max_bytes / 2**20:.0f} MiB")
+    try:
+        scan = scan_midi(data, limits)
+    except ValueError as exc:
+        raise StageError(name, f"not a usable MIDI file: {exc}") from None
+    if scan.notes == 0:
+        raise StageError(name, "MIDI file has no notes")
+    import note_seq
+    import pretty_midi
+
+    if pretty_midi.pretty_midi.MAX_TICK < MAX_TICKS + 1:
+        pretty_midi.pretty_midi.MAX_TICK = MAX_TICKS + 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pretty_midi warns about tempo events on non-zero tracks etc.
+            ns = note_seq.midi_io.midi_to_note_sequence(data)
+    except Exception as exc:  # pretty_midi/mido raise many exception types on malformed files
+        cause = str(exc).replace("Midi decoding error ", "")
+        raise StageError(name, f"not a readable MIDI file: {cause[:300]}") from None
+    if not ns.notes:
+        raise StageError(name, "MIDI file has no notes")
+    if len(ns.notes) > limits.max_notes:
+        raise StageError(name, f"{len(ns.notes):,} notes, more than the limit of {limits.max_notes:,}")
+    if not ns.total_time < limits.max_seconds:  # also catches NaN
+        raise StageError(name, f"lasts {ns.total_time / 3600:.1f} h, more than the limit of "
+                               f"{limits.max_seconds / 3600:.1f} h")
+    return ns
+
+
+def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS) -> NoteSequence:
+    """Read a MIDI file into a NoteSequence; StageError(path, cause) if it is unreadable, empty or too big.
+
+    The sequence's ``filename`` is set to the file's name.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise StageError(path, f"file is {size / 2**20:.1f} MiB, more than the limit of "
+                                   f"{limits.max_bytes / 2**20:.0f} MiB")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise StageError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise StageError(path, "empty file")
+    ns = midi_bytes_to_note_sequence(data, path, limits)
+    ns.filename = path.name
+    return ns
+
+
+def is_midi_path(path: str | os.PathLike) -> bool:
+    """Whether the file name has a MIDI suffix (.mid, .midi, .kar, .smf)."""
+    return Path(path).suffix.lower() in MIDI_SUFFIXES
