@@ -623,7 +623,8 @@ def render_file(midi: str | Path, out_stem: str | Path, options: RenderOptions |
     t_start = time.perf_counter()
     presets_map, default_name = presets or load_presets(opts.presets_file)
     sidecar = _read_sidecar(midi)
-    name = opts.preset or (sidecar or {}).get("preset") or default_name
+    asked = (sidecar or {}).get("preset") or ((sidecar or {}).get("request") or {}).get("preset")
+    name = opts.preset or (asked if isinstance(asked, str) else None) or default_name
     if name not in presets_map:
         if opts.preset:
             raise StageError(opts.presets_file or default_presets_path(),
