@@ -175,6 +175,10 @@ class Attention(nn.Module):
         """Additive (.., Lq, Lk) bias: scaled relative logits (if any) with -inf on future keys."""
         lq = q.shape[-2]
         lk = past + lq
+        if lq == 1:  # one new query sees every cached key: nothing to mask
+            if self.relative:
+                return rel_logits(q, self.er.to(q.dtype), past) * (self.head_dim ** -0.5)
+            return torch.zeros(1, lk, dtype=q.dtype, device=q.device)
         future = torch.ones(lq, lk, dtype=torch.bool, device=q.device).triu(past + 1)
         if self.relative:
             bias = rel_logits(q, self.er.to(q.dtype), past) * (self.head_dim ** -0.5)
@@ -187,6 +191,8 @@ class Attention(nn.Module):
         if impl == "flex" and past == 0:
             return self._flex(q, k, v)
         if impl in ("sdpa", "flex"):
+            if not self.relative and q.shape[-2] == 1:
+                return F.scaled_dot_product_attention(q, k, v)
             if not self.relative and past == 0:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self._causal_bias(q, past), dropout_p=drop)
@@ -310,6 +316,13 @@ def pick_attn_impl(cfg: TransformerConfig, device: torch.device | str, length: i
     if key in _IMPL_CACHE:
         return _IMPL_CACHE[key]
     candidates = ["explicit", "sdpa"] + (["flex"] if device.type == "cuda" else [])
+    with torch.random.fork_rng(devices=[]):  # timing must not shift the caller's random stream
+        best = _time_impls(cfg, device, L, candidates)
+    _IMPL_CACHE[key] = best
+    return best
+
+
+def _time_impls(cfg: TransformerConfig, device: torch.device, L: int, candidates: list[str]) -> str:
     layer_cfg = TransformerConfig(**{**cfg.to_dict(), "n_layer": 1, "dropout": 0.0, "max_len": max(L, cfg.max_len)})
     attn = Attention(layer_cfg).to(device)
     x = torch.randn(2, L, cfg.d_model, device=device, requires_grad=True)
@@ -331,7 +344,6 @@ def pick_attn_impl(cfg: TransformerConfig, device: torch.device | str, length: i
             continue
         if t < best_t:
             best, best_t = impl, t
-    _IMPL_CACHE[key] = best
     return best
 
 
@@ -376,21 +388,31 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
     """Continue each row of ``prompt`` (B, T >= 1) by up to ``max_new`` tokens; returns (B, T + n).
 
     With ``use_cache`` each step runs only the new token through the model (key/value cache, relative
-    term included); without it the whole sequence is recomputed every step. A row that emits EOS keeps
-    emitting PAD. ``should_stop(tokens)`` may end generation early (e.g. once enough seconds exist).
-    Total length is capped at the model's max_len.
+    term included); without it the whole context is recomputed every step. Both see the same context, so
+    they give the same tokens. Beyond max_len the context slides: when it is full, it restarts from its last
+    half (the cache is refilled from those tokens). A row that emits EOS keeps emitting PAD.
+    ``should_stop(tokens)`` may end generation early (e.g. once enough seconds exist).
     """
     model.eval()
     cfg = model.cfg
     gen = torch.Generator().manual_seed(seed)
     seq = prompt.clone()
-    B, T = seq.shape
-    max_new = max(0, min(max_new, cfg.max_len - T))
+    B = seq.shape[0]
     done = torch.zeros(B, 1, dtype=torch.bool, device=seq.device)
-    caches = model.new_caches(B, T + max_new) if use_cache else None
-    step_input = seq
+    ws = max(0, seq.shape[1] - cfg.max_len)  # start of the model's context window
+    caches = None
+    step_input = None
     for _ in range(max_new):
-        logits, _ = model(step_input if use_cache else seq, caches=caches)
+        if seq.shape[1] - ws >= cfg.max_len:
+            ws = seq.shape[1] - cfg.max_len // 2
+            caches = None
+        if use_cache:
+            if caches is None:
+                caches = model.new_caches(B)
+                step_input = seq[:, ws:]
+            logits, _ = model(step_input, caches=caches)
+        else:
+            logits, _ = model(seq[:, ws:])
         tok = sample_next(logits[:, -1], temperature, top_k, top_p, gen, banned=(cfg.pad_id,))
         tok = torch.where(done, torch.full_like(tok, cfg.pad_id), tok)
         seq = torch.cat([seq, tok], dim=1)
@@ -402,3 +424,86 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
         if should_stop is not None and should_stop(seq):
             break
     return seq
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model directories: model.safetensors + config.json (never pickle)
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def model_tensors(model: MusicTransformer) -> dict[str, torch.Tensor]:
+    """The state dict as plain contiguous CPU tensors, without the tied output head (it is wte.weight)."""
+    sd = model.state_dict()
+    if model.cfg.tie_embeddings:
+        sd.pop("head.weight", None)
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def load_tensors_into(model: MusicTransformer, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
+    """Copy tensors into the model; any missing, unexpected or mis-shaped tensor is a ValueError naming it."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if model.cfg.tie_embeddings:
+        expected.pop("head.weight", None)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    bad = sorted(k for k in set(expected) & set(tensors) if tuple(tensors[k].shape) != tuple(expected[k]))
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+    if bad:
+        problems.append("shape mismatch " + ", ".join(
+            f"{k} {tuple(tensors[k].shape)} != {tuple(expected[k])}" for k in bad[:5]))
+    if problems:
+        raise ValueError(f"{source} do not match the config: " + "; ".join(problems))
+    model.load_state_dict(tensors, strict=False)
+
+
+def save_model_dir(model: MusicTransformer, out_dir, meta: dict | None = None) -> None:
+    """Write out_dir/model.safetensors and out_dir/config.json ({"model": config, **meta}) atomically."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from ..util import atomic_path, write_json
+
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir / MODEL_FILE) as tmp:
+        save_file(model_tensors(model), str(tmp), metadata={"format": "pt"})
+    write_json(out_dir / CONFIG_FILE, {"model": model.cfg.to_dict(), **(meta or {})})
+
+
+def load_model_dir(model_dir, device: str | torch.device = "cpu") -> tuple[MusicTransformer, dict]:
+    """Load a model directory; a missing or inconsistent file is a StageError naming it."""
+    import json
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..util import StageError
+
+    model_dir = Path(model_dir)
+    cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
+    if not cfg_path.is_file():
+        raise StageError(cfg_path, "model config is missing (a model directory holds config.json + model.safetensors)")
+    if not weights_path.is_file():
+        raise StageError(weights_path, "model weights are missing")
+    try:
+        meta = json.loads(cfg_path.read_text())
+        cfg = TransformerConfig.from_dict(meta["model"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise StageError(cfg_path, f"not a valid model config: {exc}") from None
+    model = MusicTransformer(cfg)
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise StageError(weights_path, f"cannot read weights: {exc}") from None
+    try:
+        load_tensors_into(model, tensors, source=f"weights (config {cfg_path})")
+    except ValueError as exc:
+        raise StageError(weights_path, str(exc)) from None
+    return model.to(device).eval(), meta

@@ -1,0 +1,397 @@
+"""Stage: generate new MIDI with a trained Music Transformer.
+
+One request per small JSON or TOML file in ``--config-dir`` (on Pachyderm the ``generation-config`` repo,
+crossed with the model), or a single request from the command-line options. Each request writes
+``NAME-K.mid`` (K = 0..num_samples-1) and ``NAME-K.json`` (the parameters, primer, model and timing).
+
+Request keys (all optional; the command-line options give the defaults):
+
+=================  ==========  ================================================================
+key                default     meaning
+=================  ==========  ================================================================
+name               file stem   output file prefix
+num_samples        1           pieces generated together (one batch)
+seconds            30          length of the new music in seconds ...
+tokens             -           ... or in tokens (wins over seconds)
+temperature        1.0         > 0; lower is more conservative
+top_k              0           keep the k most likely tokens (0: all)
+top_p              1.0         nucleus sampling, in (0, 1]
+seed               0           random seed (sample K uses the same stream, in one batch)
+primer_midi        -           MIDI file to continue (relative to the request file)
+primer_piece       -           a primer of the model's primers.json: its name ("eval:0") or index
+primer_seconds     -           use only the first seconds of the primer
+include_primer     true        the output .mid starts with the primer
+program            0           General MIDI program of the output notes
+=================  ==========  ================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..util import StageError, atomic_path, iter_files, write_json
+
+HELP = "generate MIDI with a trained Music Transformer (one request per config file)"
+EXAMPLES = """
+  ambientgen generate /pfs/music-transformer /pfs/out --config-dir /pfs/generation-config
+  ambientgen generate model/ out/ --seconds 60 --temperature 0.9 --top-p 0.95 --num-samples 4
+  ambientgen generate model/ out/ --primer-piece eval:0 --seconds 30
+  ambientgen generate model/ out/ --primer-midi my_piece.mid --primer-seconds 10 --seed 7
+"""
+log = logging.getLogger(__name__)
+CONFIG_SUFFIXES = {".json", ".toml"}
+MAX_SAMPLES = 64
+
+
+@dataclass
+class GenerationRequest:
+    name: str = "generated"
+    num_samples: int = 1
+    seconds: float | None = 30.0
+    tokens: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    primer_midi: str | None = None
+    primer_piece: str | int | None = None
+    primer_seconds: float | None = None
+    include_primer: bool = True
+    program: int = 0
+
+    def validate(self, source: str | Path | None) -> GenerationRequest:
+        """Check types and ranges; a StageError names the source file and the key."""
+        def bad(msg: str) -> StageError:
+            return StageError(source, msg)
+
+        def num(key: str, kind: type) -> None:
+            v = getattr(self, key)
+            if v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not float(v).is_integer()):
+                raise bad(f"{key} must be {'an integer' if kind is int else 'a number'}, not {v!r}")
+            setattr(self, key, kind(v))
+
+        for key in ("num_samples", "tokens", "top_k", "seed", "program"):
+            num(key, int)
+        for key in ("seconds", "temperature", "top_p", "primer_seconds"):
+            num(key, float)
+        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
+            raise bad(f"name must be a plain file name, not {self.name!r}")
+        if not isinstance(self.include_primer, bool):
+            raise bad(f"include_primer must be true or false, not {self.include_primer!r}")
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise bad(f"num_samples must be between 1 and {MAX_SAMPLES} (got {self.num_samples})")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise bad(f"temperature must be > 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise bad(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.top_k < 0:
+            raise bad(f"top_k must be >= 0 (got {self.top_k})")
+        if self.tokens is not None and self.tokens <= 0:
+            raise bad(f"tokens must be positive (got {self.tokens})")
+        if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
+            raise bad(f"seconds must be positive (got {self.seconds})")
+        if self.tokens is None and self.seconds is None:
+            raise bad("give a length: seconds or tokens")
+        if self.primer_seconds is not None and self.primer_seconds <= 0:
+            raise bad(f"primer_seconds must be positive (got {self.primer_seconds})")
+        if self.primer_midi is not None and self.primer_piece is not None:
+            raise bad("give primer_midi or primer_piece, not both")
+        if not 0 <= self.program <= 127:
+            raise bad(f"program must be 0-127 (got {self.program})")
+        return self
+
+
+def parse_request_file(path: Path, defaults: GenerationRequest) -> GenerationRequest:
+    """Read one JSON/TOML request file over the defaults; unknown keys or bad values name the file."""
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise StageError(path, f"not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise StageError(path, "a generation config must be a table/object of key = value")
+    known = {f.name for f in fields(GenerationRequest)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise StageError(path, f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+    values = {**asdict(defaults), "name": path.stem, **data}
+    if "tokens" in data and "seconds" not in data:
+        values["seconds"] = None
+    req = GenerationRequest(**values)
+    if req.primer_midi and not Path(req.primer_midi).is_absolute():
+        req.primer_midi = str(path.parent / req.primer_midi)
+    return req.validate(path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Token helpers over the performance encoding
+
+
+def seconds_of(ids) -> float:
+    """Seconds covered by the TIME_SHIFT events of a token sequence."""
+    from ..music import performance as perf
+
+    a = np.asarray(ids, dtype=np.int64)
+    shifts = a[(a >= perf.TIME_SHIFT_OFFSET) & (a < perf.VELOCITY_OFFSET)] - perf.TIME_SHIFT_OFFSET + 1
+    return float(shifts.sum()) / perf.STEPS_PER_SECOND
+
+
+def close_open_notes(ids: list[int], hold_steps: int = 50) -> list[int]:
+    """Drop PAD/EOS; if notes are still sounding at the end, let them ring ``hold_steps`` more, then end them."""
+    from ..music import performance as perf
+
+    out = [int(t) for t in ids if perf.NOTE_ON_OFFSET <= int(t) < perf.VOCAB_SIZE]
+    sounding: dict[int, int] = {}
+    for t in out:
+        if t < perf.NOTE_OFF_OFFSET:
+            sounding[t - perf.NOTE_ON_OFFSET] = sounding.get(t - perf.NOTE_ON_OFFSET, 0) + 1
+        elif t < perf.TIME_SHIFT_OFFSET and sounding.get(t - perf.NOTE_OFF_OFFSET):
+            sounding[t - perf.NOTE_OFF_OFFSET] -= 1
+    open_notes = [(p, n) for p, n in sorted(sounding.items()) if n > 0]
+    if open_notes:
+        out.append(perf.TIME_SHIFT_OFFSET + min(hold_steps, perf.MAX_SHIFT_STEPS) - 1)
+        for p, n in open_notes:
+            out.extend([perf.NOTE_OFF_OFFSET + p] * n)
+    return out
+
+
+def load_primers(model_dir: Path) -> list[dict]:
+    path = model_dir / "primers.json"
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("primers", []))
+    except (ValueError, AttributeError) as exc:
+        raise StageError(path, f"not a valid primers file: {exc}") from None
+
+
+def primer_tokens(req: GenerationRequest, model_dir: Path, source: str | Path | None) -> tuple[list[int], str]:
+    """The request's primer as token ids and a description ('' and [] when there is none)."""
+    import note_seq
+
+    from ..music import performance as perf
+
+    if req.primer_midi:
+        path = Path(req.primer_midi)
+        if not path.is_file():
+            raise StageError(source, f"primer_midi {path} does not exist")
+        try:
+            ns = note_seq.midi_file_to_note_sequence(str(path))
+        except Exception as exc:
+            raise StageError(path, f"not a readable MIDI file: {exc}") from None
+        if req.primer_seconds:
+            ns = note_seq.sequences_lib.trim_note_sequence(ns, 0.0, min(req.primer_seconds, ns.total_time))
+        toks = [int(t) for t in perf.encode(ns)]
+        if not toks:
+            raise StageError(path, "the primer MIDI has no notes")
+        return toks, f"midi:{path.name}"
+    if req.primer_piece is not None:
+        primers = load_primers(model_dir)
+        if not primers:
+            raise StageError(source, f"primer_piece asked for, but {model_dir / 'primers.json'} has no primers")
+        if isinstance(req.primer_piece, int):
+            if not 0 <= req.primer_piece < len(primers):
+                raise StageError(source, f"primer_piece {req.primer_piece} out of range (0-{len(primers) - 1})")
+            entry = primers[req.primer_piece]
+        else:
+            entry = next((p for p in primers if p.get("name") == req.primer_piece), None)
+            if entry is None:
+                names = ", ".join(str(p.get("name")) for p in primers)
+                raise StageError(source, f"no primer named {req.primer_piece!r} (have: {names})")
+        toks = [int(t) for t in entry["tokens"]]
+        if req.primer_seconds:
+            ns = perf.decode(toks)
+            ns = note_seq.sequences_lib.trim_note_sequence(ns, 0.0, min(req.primer_seconds, ns.total_time))
+            toks = [int(t) for t in perf.encode(ns)] or toks[:1]
+        return toks, f"piece:{entry.get('name')}"
+    return [], ""
+
+
+def start_token(meta: dict, seed: int) -> int:
+    """A first token for unprimed generation, drawn from the training pieces' first tokens (config.json)."""
+    from ..music import performance as perf
+
+    counts = meta.get("first_tokens") or {}
+    if counts:
+        ids = sorted(int(k) for k in counts)
+        w = np.array([counts[str(i)] for i in ids], dtype=np.float64)
+        return int(np.random.Generator(np.random.PCG64(seed)).choice(ids, p=w / w.sum()))
+    return perf.VELOCITY_OFFSET + int(perf.velocity_to_bin(80)) - 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generation
+
+
+def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: GenerationRequest,
+                     source: str | Path | None = None, use_cache: bool = True) -> list[Path]:
+    """Generate one request's samples into out_dir; returns the written .mid paths."""
+    import note_seq
+    import torch
+
+    from ..models.transformer import generate_tokens
+    from ..music import performance as perf
+
+    primer, primer_desc = primer_tokens(req, model_dir, source)
+    prompt_ids = primer or [start_token(meta, req.seed)]
+    device = next(model.parameters()).device
+    prompt = torch.tensor([prompt_ids] * req.num_samples, dtype=torch.long, device=device)
+    T = len(prompt_ids)
+    if req.tokens is not None:
+        max_new = req.tokens
+        should_stop = None
+    else:
+        # a generous token cap for the seconds asked (real music rarely needs more than ~60 tokens/s)
+        max_new = int(req.seconds * 100) + 64
+        target = req.seconds
+
+        def should_stop(seq: torch.Tensor) -> bool:
+            a = seq[:, T:].cpu().numpy()
+            return all(seconds_of(row) >= target for row in a)
+
+    t0 = time.perf_counter()
+    seq = generate_tokens(model, prompt, max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                          seed=req.seed, use_cache=use_cache, should_stop=should_stop)
+    elapsed = time.perf_counter() - t0
+    new_tokens = int(seq.shape[1] - T)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    primer_time = seconds_of(primer) if primer else 0.0
+    for k in range(req.num_samples):
+        row = seq[k].tolist()
+        cont = row[T:]
+        if req.tokens is None:  # cut at the first token past the seconds asked
+            acc, cut = 0.0, len(cont)
+            for i, t in enumerate(cont):
+                if perf.TIME_SHIFT_OFFSET <= t < perf.VELOCITY_OFFSET:
+                    acc += (t - perf.TIME_SHIFT_OFFSET + 1) / perf.STEPS_PER_SECOND
+                    if acc >= req.seconds:
+                        cut = i + 1
+                        break
+            cont = cont[:cut]
+        ids = close_open_notes((primer if primer else []) + cont)
+        ns = perf.decode(ids, program=req.program)
+        if primer and not req.include_primer:
+            ns = note_seq.sequences_lib.extract_subsequence(ns, primer_time, max(ns.total_time, primer_time))
+        stem = f"{req.name}-{k}"
+        mid = out_dir / f"{stem}.mid"
+        with atomic_path(mid) as tmp:
+            note_seq.sequence_proto_to_midi_file(ns, str(tmp))
+        write_json(out_dir / f"{stem}.json", {
+            "request": asdict(req), "config_file": str(source) if source else None, "sample": k,
+            "model": {"dir": str(model_dir), "config_name": meta.get("config_name"), "step": meta.get("step"),
+                      "attention": model.cfg.attention},
+            "primer": {"source": primer_desc, "tokens": len(primer), "seconds": round(primer_time, 3)} if primer
+            else None,
+            "tokens": {"prompt": T, "generated": len(cont), "ended_with_eos": perf.EOS_ID in row[T:]},
+            "seconds": round(ns.total_time, 3), "notes": len(ns.notes),
+            "generation_seconds": round(elapsed, 3), "tokens_per_s": round(new_tokens * req.num_samples / elapsed, 1)
+            if elapsed > 0 else None, "kv_cache": use_cache,
+        })
+        written.append(mid)
+        log.info("%s: %d notes, %.1f s", mid, len(ns.notes), ns.total_time)
+    return written
+
+
+def generate(model_dir: str | Path, out_dir: str | Path, config_dir: str | Path | None = None,
+             defaults: GenerationRequest | None = None, device: str = "auto", use_cache: bool = True) -> dict:
+    """Run every request (the config files in config_dir, else ``defaults``); returns {"written", "failed"}.
+
+    A bad request file is logged with its path and skipped; the others still run.
+    """
+    import torch
+
+    from ..models.transformer import load_model_dir
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    defaults = (defaults or GenerationRequest()).validate("command line")
+    model, meta = load_model_dir(model_dir, dev)
+    model.set_attn_impl("sdpa")
+    requests: list[tuple[Path | None, GenerationRequest | StageError]] = []
+    if config_dir is not None:
+        config_dir = Path(config_dir)
+        if not config_dir.exists():
+            raise StageError(config_dir, "config directory does not exist")
+        files = [p for p in iter_files(config_dir) if p.suffix.lower() in CONFIG_SUFFIXES]
+        if not files:
+            log.warning("%s: no .json/.toml generation configs (other files are ignored)", config_dir)
+        for path in files:
+            try:
+                requests.append((path, parse_request_file(path, defaults)))
+            except StageError as exc:
+                requests.append((path, exc))
+    else:
+        requests.append((None, defaults))
+    written: list[Path] = []
+    failed: list[str] = []
+    names: set[str] = set()
+    for path, req in requests:
+        if isinstance(req, StageError):
+            log.error("%s", req)
+            failed.append(str(path))
+            continue
+        if req.name in names:
+            log.error("%s: name %r is used by another request", path, req.name)
+            failed.append(str(path))
+            continue
+        names.add(req.name)
+        try:
+            written += generate_request(model, meta, model_dir, out_dir, req, path or "command line", use_cache)
+        except StageError as exc:
+            log.error("%s", exc)
+            failed.append(str(path or "command line"))
+    return {"written": written, "failed": failed}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", help="trained model directory (model.safetensors + config.json [+ primers.json])")
+    p.add_argument("output_dir", help="where .mid files and .json sidecars go")
+    p.add_argument("--config-dir", default=None, help="directory of .json/.toml requests, one request per file")
+    p.add_argument("--name", default="generated", help="output prefix for a command-line request")
+    p.add_argument("--num-samples", type=int, default=1, help="pieces per request (one batch)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of new music in seconds (default 30)")
+    p.add_argument("--tokens", type=int, default=None, help="length in tokens instead of seconds")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature > 0 (default 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="top-k filtering (0: off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1: off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--primer-midi", default=None, help="MIDI file to continue")
+    p.add_argument("--primer-piece", default=None, help="primer from the model's primers.json (name or index)")
+    p.add_argument("--primer-seconds", type=float, default=None, help="use only the primer's first seconds")
+    p.add_argument("--no-primer-in-output", action="store_true", help="write only the continuation")
+    p.add_argument("--program", type=int, default=0, help="General MIDI program of the output (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (slow)")
+
+
+def main(args: argparse.Namespace) -> int:
+    piece = args.primer_piece
+    if isinstance(piece, str) and piece.isdigit():
+        piece = int(piece)
+    defaults = GenerationRequest(
+        name=args.name, num_samples=args.num_samples, seconds=None if args.tokens else args.seconds,
+        tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        primer_midi=args.primer_midi, primer_piece=piece, primer_seconds=args.primer_seconds,
+        include_primer=not args.no_primer_in_output, program=args.program)
+    res = generate(args.model_dir, args.output_dir, args.config_dir, defaults, args.device, not args.no_cache)
+    for path in res["written"]:
+        print(path)
+    if res["failed"]:
+        log.error("%d request(s) failed: %s", len(res["failed"]), ", ".join(res["failed"]))
+        return 1
+    return 0

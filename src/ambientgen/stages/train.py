@@ -1,0 +1,672 @@
+"""Stage: train the Music Transformer on the TFRecord data set written by `ambientgen make-dataset`.
+
+Reads DATA_DIR/**/train*.tfrecord and eval*.tfrecord (int64 feature ``targets``: one piece's performance
+tokens). Batches are random windows of at most max_len+1 tokens, grouped by length so that little padding
+is needed. Every ``--eval-every`` steps the eval NLL per token and accuracy are measured; every
+``--checkpoint-every`` steps a checkpoint is written (safetensors + JSON, the last ``--keep`` kept), holding
+the weights, optimizer moments, RNG states and the data sampler position, so that ``--resume`` ends with
+bitwise the same weights (on CPU) as an uninterrupted run.
+
+Output (OUT_DIR): model.safetensors + config.json (the model), metrics.csv, primers.json (the first seconds of
+a few pieces as token ids, for priming generation), checkpoints/step-NNNNNNN/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..util import StageError, atomic_path, write_json
+
+HELP = "train the Music Transformer (resumable safetensors checkpoints, metrics.csv)"
+EXAMPLES = """
+  ambientgen train /pfs/transformer-preprocess /pfs/out --config small
+  ambientgen train dataset/ model/ --config tiny --minutes 10
+  ambientgen train dataset/ model/ --config tiny --steps 2000 --resume
+  ambientgen train dataset/ model/ --config base --batch-size 4 --grad-accum 4 --device cuda
+"""
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["step", "epoch", "train_loss", "eval_nll", "eval_accuracy", "lr", "tokens_per_s"]
+
+# Optimisation defaults per model config (the model shapes are in models.transformer.CONFIGS).
+TRAIN_DEFAULTS: dict[str, dict] = {
+    "tiny": dict(steps=1500, batch_size=16, lr=2e-3, warmup=100, eval_every=100, checkpoint_every=100),
+    "small": dict(steps=20000, batch_size=16, lr=6e-4, warmup=1000, eval_every=500, checkpoint_every=500),
+    "base": dict(steps=100000, batch_size=8, lr=3e-4, warmup=4000, eval_every=1000, checkpoint_every=1000),
+}
+
+
+@dataclass
+class TrainOptions:
+    config: str = "tiny"
+    steps: int | None = None
+    minutes: float | None = None
+    batch_size: int | None = None
+    grad_accum: int = 1
+    lr: float | None = None
+    min_lr_ratio: float = 0.1
+    warmup: int | None = None
+    schedule: str = "cosine"  # or "inverse-sqrt"
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    eval_every: int | None = None
+    eval_windows: int = 32
+    checkpoint_every: int | None = None
+    keep: int = 3
+    log_every: int = 10
+    seq_len: int | None = None  # window length (default: the model's max_len)
+    seed: int = 0
+    device: str = "auto"
+    attn_impl: str = "auto"
+    compile: str = "auto"  # auto: on for CUDA
+    amp: str = "auto"  # auto: bf16 autocast on CUDA
+    attention: str | None = None  # override the config: "relative" or "vanilla"
+    dropout: float | None = None
+    primer_seconds: float = 10.0
+    primer_count: int = 8
+    resume: bool = False
+    max_rollbacks: int = 5
+    model_overrides: dict = field(default_factory=dict)
+
+    def resolved(self) -> TrainOptions:
+        d = TRAIN_DEFAULTS.get(self.config)
+        if d is None:
+            raise StageError(None, f"unknown config {self.config!r}; choose one of {', '.join(TRAIN_DEFAULTS)}")
+        out = TrainOptions(**asdict(self))
+        for k, v in d.items():
+            if getattr(out, k) is None:
+                setattr(out, k, v)
+        if out.steps <= 0 or out.batch_size <= 0 or out.grad_accum <= 0:
+            raise StageError(None, "--steps, --batch-size and --grad-accum must be positive")
+        if out.schedule not in ("cosine", "inverse-sqrt"):
+            raise StageError(None, f"unknown schedule {out.schedule!r}")
+        return out
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    final_train_loss: float | None
+    eval_nll: float | None
+    eval_accuracy: float | None
+    tokens_per_s: float
+    interrupted: bool = False
+    rollbacks: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+
+
+def find_split(data_dir: Path, split: str) -> list[Path]:
+    """TFRecord files of one split: DATA_DIR/**/<split>*.tfrecord (sorted)."""
+    return sorted(p for p in data_dir.rglob(f"{split}*.tfrecord*") if p.is_file() and not p.name.startswith("."))
+
+
+def load_split(data_dir: Path, split: str) -> list[np.ndarray]:
+    """Every piece of a split as an int64 array (pieces shorter than 2 tokens are dropped)."""
+    from ..music.tfrecord_io import read_targets
+
+    pieces = []
+    for path in find_split(data_dir, split):
+        try:
+            for arr in read_targets(path):
+                arr = np.asarray(arr, dtype=np.int64)
+                if arr.size >= 2:
+                    pieces.append(arr)
+        except Exception as exc:  # a corrupt record file names itself
+            raise StageError(path, f"cannot read TFRecord: {exc}") from exc
+    return pieces
+
+
+class WindowSampler:
+    """Random training windows, batched by similar length, reproducible from a JSON-serialisable state.
+
+    Batches come in chunks of ``pool`` batches: a chunk draws pool*batch windows (piece chosen with
+    probability proportional to its length, start uniform), sorts them by length and cuts them into batches,
+    which are visited in a shuffled order. The state is the RNG state at the chunk's start plus the index
+    inside it, so a resumed run regenerates the same chunk and continues where it stopped.
+    """
+
+    def __init__(self, pieces: list[np.ndarray], batch_size: int, window: int, seed: int, pool: int = 8):
+        if not pieces:
+            raise ValueError("no training pieces")
+        self.pieces = pieces
+        self.batch_size = batch_size
+        self.window = window
+        self.pool = pool
+        lengths = np.array([len(p) for p in pieces], dtype=np.float64)
+        self.weights = lengths / lengths.sum()
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.chunk_state = self.rng.bit_generator.state
+        self.chunk: list[list[np.ndarray]] = []
+        self.index = 0
+        self._new_chunk()
+
+    def _new_chunk(self) -> None:
+        self.chunk_state = self.rng.bit_generator.state
+        n = self.pool * self.batch_size
+        which = self.rng.choice(len(self.pieces), size=n, p=self.weights)
+        wins = []
+        for i in which:
+            p = self.pieces[i]
+            if len(p) <= self.window:
+                wins.append(p)
+            else:
+                s = int(self.rng.integers(0, len(p) - self.window + 1))
+                wins.append(p[s:s + self.window])
+        wins.sort(key=len)
+        batches = [wins[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        order = self.rng.permutation(len(batches))
+        self.chunk = [batches[i] for i in order]
+        self.index = 0
+
+    def next(self) -> list[np.ndarray]:
+        if self.index >= len(self.chunk):
+            self._new_chunk()
+        b = self.chunk[self.index]
+        self.index += 1
+        return b
+
+    def state(self) -> dict:
+        return {"chunk_state": self.chunk_state, "index": self.index}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["chunk_state"]
+        self._new_chunk()
+        self.index = int(state["index"])
+
+
+def collate(windows: list[np.ndarray], pad_id: int):
+    """(inputs, targets) LongTensors, right-padded with pad_id to the longest window."""
+    import torch
+
+    L = max(len(w) for w in windows) - 1
+    x = np.full((len(windows), L), pad_id, dtype=np.int64)
+    y = np.full((len(windows), L), pad_id, dtype=np.int64)
+    for i, w in enumerate(windows):
+        n = len(w) - 1
+        x[i, :n] = w[:-1]
+        y[i, :n] = w[1:]
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def eval_windows(pieces: list[np.ndarray], window: int, limit: int) -> list[np.ndarray]:
+    """A fixed evaluation set: consecutive windows of each piece in turn, round-robin, up to ``limit``."""
+    per_piece = [[p[s:s + window] for s in range(0, max(1, len(p) - 1), window - 1) if len(p[s:s + window]) >= 2]
+                 for p in pieces]
+    out: list[np.ndarray] = []
+    depth = 0
+    while len(out) < limit and any(depth < len(w) for w in per_piece):
+        for w in per_piece:
+            if depth < len(w) and len(out) < limit:
+                out.append(w[depth])
+        depth += 1
+    return sorted(out, key=len)
+
+
+def evaluate(model, windows: list[np.ndarray], batch_size: int, device, amp_dtype=None) -> tuple[float, float]:
+    """(NLL per non-pad token, next-token accuracy) over the windows."""
+    import torch
+    import torch.nn.functional as F
+
+    if not windows:
+        return float("nan"), float("nan")
+    model.eval()
+    total_nll, total_ok, total_n = 0.0, 0, 0
+    pad = model.cfg.pad_id
+    with torch.no_grad():
+        for i in range(0, len(windows), batch_size):
+            x, y = collate(windows[i:i + batch_size], pad)
+            x, y = x.to(device), y.to(device)
+            with _autocast(device, amp_dtype):
+                logits, _ = model(x)
+            logits = logits.float()
+            mask = y != pad
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+            total_nll += float(nll[mask.reshape(-1)].sum())
+            total_ok += int(((logits.argmax(-1) == y) & mask).sum())
+            total_n += int(mask.sum())
+    model.train()
+    return total_nll / max(total_n, 1), total_ok / max(total_n, 1)
+
+
+def _autocast(device, amp_dtype):
+    import contextlib
+
+    import torch
+
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Schedule, optimizer and checkpoints
+
+
+def lr_at(step: int, opts: TrainOptions) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine or inverse-sqrt."""
+    base, warm = opts.lr, max(1, opts.warmup)
+    if step < warm:
+        return base * (step + 1) / warm
+    if opts.schedule == "inverse-sqrt":
+        return base * math.sqrt(warm / (step + 1))
+    progress = min(1.0, (step - warm) / max(1, opts.steps - warm))
+    floor = base * opts.min_lr_ratio
+    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, opts: TrainOptions, device):
+    """AdamW (beta2 0.98 as the paper), decay on matrices only, fused kernel where the build has one."""
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith(".er")]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(".er")]
+    groups = [{"params": decay, "weight_decay": opts.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = dict(lr=opts.lr, betas=(0.9, 0.98), eps=1e-9)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, **kw)
+
+
+def _opt_tensors(opt) -> tuple[dict, list]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = v.detach().to("cpu").contiguous()
+    return tensors, sd["param_groups"]
+
+
+def _load_opt(opt, tensors: dict, groups: list) -> None:
+    state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+class Checkpointer:
+    """OUT/checkpoints/step-NNNNNNN/{model.safetensors, state.safetensors, state.json}, the last k kept."""
+
+    def __init__(self, out_dir: Path, keep: int):
+        self.root = out_dir / "checkpoints"
+        self.keep = max(1, keep)
+
+    def list(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.glob("step-*") if p.is_dir() and (p / "state.json").is_file())
+
+    def save(self, step: int, model, opt, info: dict) -> Path:
+        import torch
+        from safetensors.torch import save_file
+
+        from ..models.transformer import model_tensors
+
+        dest = self.root / f"step-{step:07d}"
+        tmp = self.root / f".tmp-step-{step:07d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(model_tensors(model), str(tmp / "model.safetensors"))
+        tensors, groups = _opt_tensors(opt)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**info, "step": step, "param_groups": groups}, indent=1))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        for old in self.list()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return dest
+
+    def load(self, path: Path, model, opt) -> dict:
+        import torch
+        from safetensors.torch import load_file
+
+        from ..models.transformer import load_tensors_into
+
+        try:
+            info = json.loads((path / "state.json").read_text())
+            load_tensors_into(model, load_file(str(path / "model.safetensors")), source=str(path))
+            tensors = load_file(str(path / "state.safetensors"))
+            _load_opt(opt, tensors, info["param_groups"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise StageError(path, f"cannot restore checkpoint: {exc}") from None
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        return info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Primers
+
+
+def make_primers(pieces: list[tuple[str, np.ndarray]], seconds: float, count: int) -> list[dict]:
+    """The first ``seconds`` of up to ``count`` pieces as token ids (decoded, trimmed, re-encoded)."""
+    import note_seq
+
+    from ..music import performance
+
+    out = []
+    for name, ids in pieces[:count]:
+        try:
+            ns = performance.decode([int(t) for t in ids])
+            if ns.total_time <= 0:
+                continue
+            cut = note_seq.sequences_lib.trim_note_sequence(ns, 0.0, min(seconds, ns.total_time))
+            toks = [int(t) for t in performance.encode(cut)]
+            while toks and toks[-1] in (performance.EOS_ID, performance.PAD_ID):
+                toks.pop()
+        except Exception as exc:  # a piece that does not decode is not a primer
+            log.warning("%s: cannot make a primer: %s", name, exc)
+            continue
+        if toks:
+            out.append({"name": name, "seconds": round(min(seconds, ns.total_time), 3), "tokens": toks})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training loop
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= upto]
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+
+
+class _Stop:
+    """Turns SIGTERM/SIGINT into a flag checked between steps (handlers restored afterwards)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def __enter__(self) -> _Stop:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGTERM, signal.SIGINT):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("received signal %d: saving a checkpoint and stopping", signum)
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None = None,
+          fault_hook: Callable[[int, object], None] | None = None) -> TrainResult:
+    """Train (or resume) a Music Transformer from DATA_DIR's TFRecord splits into OUT_DIR.
+
+    ``fault_hook(step, model)``, if given, runs before each step (tests use it to inject faults).
+    """
+    import torch
+
+    from ..models.transformer import MusicTransformer, get_config, save_model_dir
+
+    opts = (opts or TrainOptions()).resolved()
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not data_dir.is_dir():
+        raise StageError(data_dir, "data directory does not exist")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(out_dir, opts.keep)
+    if ckpt.list() and not opts.resume:
+        raise StageError(out_dir, "holds checkpoints from an earlier run: pass --resume, or use an empty directory")
+
+    device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if opts.device == "auto" else opts.device))
+    amp_dtype = torch.bfloat16 if (opts.amp == "on" or (opts.amp == "auto" and device.type == "cuda")) else None
+    use_compile = opts.compile == "on" or (opts.compile == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    overrides = dict(opts.model_overrides)
+    if opts.attention:
+        overrides["attention"] = opts.attention
+    if opts.dropout is not None:
+        overrides["dropout"] = opts.dropout
+    try:
+        from ..music import performance
+
+        overrides.setdefault("vocab_size", performance.VOCAB_SIZE)
+        overrides.setdefault("pad_id", performance.PAD_ID)
+        overrides.setdefault("eos_id", performance.EOS_ID)
+        cfg = get_config(opts.config, **overrides)
+    except ValueError as exc:
+        raise StageError(None, str(exc)) from None
+    window = min(opts.seq_len or cfg.max_len, cfg.max_len) + 1
+
+    train_pieces = load_split(data_dir, "train")
+    if not train_pieces:
+        raise StageError(data_dir, "no training data: expected train*.tfrecord with pieces (run make-dataset)")
+    eval_pieces = load_split(data_dir, "eval")
+    if not eval_pieces:
+        log.warning("%s: no eval split; evaluating on training windows", data_dir)
+        eval_pieces = train_pieces
+    bad = [int(p.max()) for p in train_pieces if p.max() >= cfg.vocab_size or p.min() < 0]
+    if bad:
+        raise StageError(data_dir, f"token id {max(bad)} outside the vocabulary (size {cfg.vocab_size})")
+    train_tokens = sum(len(p) for p in train_pieces)
+    log.info("data: %d train pieces (%d tokens), %d eval pieces", len(train_pieces), train_tokens, len(eval_pieces))
+
+    torch.manual_seed(opts.seed)
+    model = MusicTransformer(cfg).to(device)
+    impl = model.set_attn_impl(opts.attn_impl)
+    opt = make_optimizer(model, opts, device)
+    sampler = WindowSampler(train_pieces, opts.batch_size, window, opts.seed)
+    ev_windows = eval_windows(eval_pieces, window, opts.eval_windows)
+    log.info("model %s (%s attention, %s kernel): %.2fM parameters on %s%s%s", opts.config, cfg.attention, impl,
+             model.num_params() / 1e6, device, ", bf16" if amp_dtype else "", ", compiled" if use_compile else "")
+
+    step, tokens_seen, lr_scale, rollbacks = 0, 0, 1.0, 0
+    metrics_path = out_dir / "metrics.csv"
+    if opts.resume and ckpt.list():
+        latest = ckpt.list()[-1]
+        info = ckpt.load(latest, model, opt)
+        step, tokens_seen, lr_scale = info["step"], info["tokens_seen"], info.get("lr_scale", 1.0)
+        sampler.set_state(info["sampler"])
+        log.info("resumed from %s (step %d)", latest, step)
+    rows = _read_metrics(metrics_path, step)
+    fwd = torch.compile(model) if use_compile else model
+
+    def save_ckpt() -> Path:
+        _write_metrics(metrics_path, rows)
+        return ckpt.save(step, model, opt, {"tokens_seen": tokens_seen, "lr_scale": lr_scale,
+                                            "sampler": sampler.state(), "config": opts.config,
+                                            "model": cfg.to_dict(), "options": asdict(opts)})
+
+    if not ckpt.list():
+        save_ckpt()  # step 0: the rollback target before the first regular checkpoint
+
+    deadline = time.monotonic() + opts.minutes * 60 if opts.minutes else None
+    from tqdm import tqdm
+
+    bar = tqdm(total=opts.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, leave=False,
+               disable=os.environ.get("AMBIENTGEN_NO_PROGRESS") == "1")
+    t_start, tok_window, t_window = time.monotonic(), 0, time.monotonic()
+    loss_acc, loss_n, last_loss, tps = 0.0, 0, None, 0.0
+    interrupted = False
+    model.train()
+    with _Stop() as stop:
+        while step < opts.steps:
+            if stop.signum is not None or (deadline and time.monotonic() > deadline):
+                interrupted = stop.signum is not None
+                break
+            if fault_hook:
+                fault_hook(step, model)
+            lr = lr_at(step, opts) * lr_scale
+            for g in opt.param_groups:
+                g["lr"] = lr
+            micro = [collate(sampler.next(), cfg.pad_id) for _ in range(opts.grad_accum)]
+            n_tok = sum(int((y != cfg.pad_id).sum()) for _, y in micro)
+            opt.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for x, y in micro:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with _autocast(device, amp_dtype):
+                    _, loss = fwd(x, y)
+                w = int((y != cfg.pad_id).sum()) / max(n_tok, 1)
+                (loss * w).backward()
+                loss_sum += float(loss.detach()) * w
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip)
+            if not (math.isfinite(loss_sum) and math.isfinite(float(gnorm))):
+                rollbacks += 1
+                if rollbacks > opts.max_rollbacks:
+                    save_ckpt_path = ckpt.list()[-1] if ckpt.list() else None
+                    raise StageError(out_dir, f"loss is not finite at step {step + 1} after {opts.max_rollbacks} "
+                                     f"rollbacks; last good checkpoint: {save_ckpt_path}")
+                good = ckpt.list()[-1]
+                data_state = sampler.state()
+                info = ckpt.load(good, model, opt)
+                step, tokens_seen = info["step"], info["tokens_seen"]
+                lr_scale = info.get("lr_scale", 1.0) * 0.5 ** rollbacks
+                sampler.set_state(data_state)  # move on past the bad batch, do not replay it
+                rows[:] = [r for r in rows if int(r["step"]) <= step]
+                bar.n = step
+                log.error("non-finite loss/gradient at step %d: rolled back to %s, learning rate scale %.3g",
+                          step + 1, good.name, lr_scale)
+                continue
+            opt.step()
+            step += 1
+            tokens_seen += n_tok
+            tok_window += n_tok
+            loss_acc += loss_sum
+            loss_n += 1
+            last_loss = loss_sum
+            bar.update(1)
+            now = time.monotonic()
+            if now - t_window > 0:
+                tps = tok_window / (now - t_window)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", tok_s=f"{tps:.0f}", lr=f"{lr:.2e}", refresh=False)
+            is_eval = step % opts.eval_every == 0 or step == opts.steps
+            if step % opts.log_every == 0 or is_eval:
+                row = {"step": step, "epoch": f"{tokens_seen / train_tokens:.4f}",
+                       "train_loss": _fmt(loss_acc / max(loss_n, 1)), "lr": _fmt(lr), "tokens_per_s": f"{tps:.1f}"}
+                if is_eval:
+                    nll, acc = evaluate(model, ev_windows, opts.batch_size, device, amp_dtype)
+                    row.update(eval_nll=_fmt(nll), eval_accuracy=_fmt(acc))
+                    log.info("step %d: train loss %.4f, eval NLL %.4f, accuracy %.3f, %.0f tokens/s",
+                             step, loss_acc / max(loss_n, 1), nll, acc, tps)
+                rows.append(row)
+                loss_acc, loss_n, tok_window, t_window = 0.0, 0, 0, time.monotonic()
+            if step % opts.checkpoint_every == 0:
+                save_ckpt()
+        bar.close()
+        stopped_early = step < opts.steps
+        if not ckpt.list() or int(ckpt.list()[-1].name.split("-")[1]) != step:
+            save_ckpt()
+        _write_metrics(metrics_path, rows)
+        last_eval = next((r for r in reversed(rows) if r.get("eval_nll")), None)
+        nll = float(last_eval["eval_nll"]) if last_eval else None
+        acc = float(last_eval["eval_accuracy"]) if last_eval else None
+        save_model_dir(model, out_dir, {
+            "config_name": opts.config, "step": step, "tokens_seen": tokens_seen, "attn_impl": impl,
+            "eval_nll": nll, "eval_accuracy": acc, "complete": not stopped_early,
+            "train_seconds": round(time.monotonic() - t_start, 1),
+            "first_tokens": {str(k): int(v) for k, v in zip(*np.unique([int(p[0]) for p in train_pieces],
+                                                                         return_counts=True))}})
+        primer_src = [(f"eval:{i}", p) for i, p in enumerate(eval_pieces)]
+        primer_src += [(f"train:{i}", p) for i, p in enumerate(train_pieces)]
+        write_json(out_dir / "primers.json", {"seconds": opts.primer_seconds,
+                                              "primers": make_primers(primer_src, opts.primer_seconds,
+                                                                      opts.primer_count)})
+        if stop.signum is not None:
+            interrupted = True
+    if interrupted:
+        log.warning("stopped at step %d by a signal; continue with --resume", step)
+    elif stopped_early:
+        log.info("time limit reached at step %d of %d; continue with --resume", step, opts.steps)
+    return TrainResult(out_dir, step, last_loss, nll, acc, tps, interrupted, rollbacks)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data_dir", help="data set directory (make-dataset output: performance/{train,eval}.tfrecord)")
+    p.add_argument("output_dir", help="model directory: model.safetensors, config.json, metrics.csv, checkpoints/")
+    p.add_argument("--config", default="tiny", choices=list(TRAIN_DEFAULTS), help="model size (default tiny)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (also the schedule's length)")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (checkpointed)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per micro-batch")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "inverse-sqrt"], help="learning-rate schedule")
+    p.add_argument("--seq-len", type=int, default=None, help="window length in tokens (default: model max_len)")
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N steps")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
+    p.add_argument("--attention", choices=["relative", "vanilla"], default=None, help="attention type (default relative)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout (default per config)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--attn-impl", default="auto", choices=["auto", "explicit", "sdpa", "flex"],
+                   help="attention kernel (auto: the fastest on this device)")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    opts = TrainOptions(config=args.config, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size,
+                        grad_accum=args.grad_accum, lr=args.lr, warmup=args.warmup, schedule=args.schedule,
+                        seq_len=args.seq_len, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                        keep=args.keep, attention=args.attention, dropout=args.dropout, seed=args.seed,
+                        device=args.device, attn_impl=args.attn_impl, compile=args.compile, amp=args.amp,
+                        resume=args.resume)
+    res = train(args.data_dir, args.output_dir, opts)
+    print(f"{res.out_dir}: step {res.step}, eval NLL {res.eval_nll}, accuracy {res.eval_accuracy}")
+    return 143 if res.interrupted else 0
