@@ -50,6 +50,7 @@ class BasicPitchParams:
     melodia_trick: bool = True
     infer_onsets: bool = True
     energy_tolerance: int = 11
+    harmonic_ratio: float = 0.0  # drop a note starting with a louder one 12/19/24 semitones below (0: off)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,6 +236,29 @@ def _frame_windows(blocks: Iterable[np.ndarray], batch: int) -> Iterator[tuple[n
         yield np.zeros((0, BP_WINDOW, 1), dtype=np.float32), total
 
 
+HARMONIC_INTERVALS = (12, 19, 24)  # the 2nd, 3rd and 4th partials, in semitones above the fundamental
+HARMONIC_ONSET_FRAMES = 3  # onsets this close (about 35 ms) count as simultaneous
+
+
+def suppress_harmonics(events: list[tuple[int, int, int, float]], ratio: float) -> list[tuple[int, int, int, float]]:
+    """Drop notes that are likely a partial of a lower note: same onset (within a few frames), an octave,
+    twelfth or double octave above, and quieter than `ratio` times that note."""
+    by_pitch: dict[int, list[tuple[int, float]]] = {}
+    for s, _, pitch, amp in events:
+        by_pitch.setdefault(int(pitch), []).append((int(s), float(amp)))
+    kept = []
+    for ev in events:
+        s, _, pitch, amp = ev
+        partial = any(
+            abs(s2 - s) <= HARMONIC_ONSET_FRAMES and amp < ratio * a2
+            for interval in HARMONIC_INTERVALS
+            for s2, a2 in by_pitch.get(int(pitch) - interval, ())
+        )
+        if not partial:
+            kept.append(ev)
+    return kept
+
+
 class BasicPitchTranscriber:
     """basic-pitch (ICASSP 2022) through onnxruntime, streamed; the model is loaded once per process."""
 
@@ -303,6 +327,8 @@ class BasicPitchTranscriber:
             infer_onsets=p.infer_onsets, max_freq=p.maximum_frequency, min_freq=p.minimum_frequency,
             melodia_trick=p.melodia_trick, energy_tol=p.energy_tolerance,
         )
+        if p.harmonic_ratio > 0:
+            events = suppress_harmonics(events, p.harmonic_ratio)
         return [(s + frame_offset, e + frame_offset, pitch, amp) for s, e, pitch, amp in events]
 
     def decode_stream(self, acts: Iterable[tuple[np.ndarray, np.ndarray, int]],

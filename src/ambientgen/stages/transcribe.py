@@ -53,13 +53,14 @@ def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None) -> Any
             raise StageError(None, f"backend onsets-frames needs {modname}, which this installation does not "
                                    "include; use --backend basic-pitch") from None
         raise
-    if checkpoint is not None and not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).exists():
         raise StageError(checkpoint, "onsets-frames checkpoint not found")
     try:
         model = mod.load_model(checkpoint)
     except FileNotFoundError as exc:
         raise StageError(checkpoint or exc.filename, f"onsets-frames checkpoint missing ({exc.strerror or exc})") from None
-    rate = int(getattr(model, "sample_rate", 16000))
+    features = getattr(getattr(model, "cfg", None), "features", None)
+    rate = int(getattr(model, "sample_rate", None) or getattr(features, "sample_rate", None) or 16000)
     extra = {"checkpoint": str(checkpoint) if checkpoint else "(packaged)"}
     return ChunkedTranscriber(model=model, name="onsets-frames", sample_rate=rate,
                               stream=stream or StreamOptions(), extra=extra)
@@ -169,7 +170,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input_dir", help="directory of audio files (e.g. /pfs/audio-processed-wav)")
     p.add_argument("output_dir", help="where NAME.mid and NAME.json go (e.g. /pfs/out)")
     p.add_argument("--backend", choices=BACKENDS, default="basic-pitch", help="transcription model (default basic-pitch)")
-    p.add_argument("--checkpoint", default=None, help="onsets-frames checkpoint (.safetensors); default: the packaged one")
+    p.add_argument("--checkpoint", default=None, help="onsets-frames checkpoint (directory or .safetensors file); default: the packaged one")
     g = p.add_argument_group("basic-pitch note decoding")
     g.add_argument("--onset-threshold", type=float, default=d.onset_threshold,
                    help=f"onset activation needed to start a note (default {d.onset_threshold})")
