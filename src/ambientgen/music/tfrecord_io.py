@@ -2,9 +2,13 @@
 
 A TFRecord file is a sequence of records, each ``uint64 length | uint32 masked crc32c(length) | data |
 uint32 masked crc32c(data)`` (little endian). The checksums are written and verified here (crc32c
-package), so a truncated or corrupted file is refused with a clear error instead of being half read. The
-``Example`` protocol buffer classes come from the ``tfrecord`` package and are wire-compatible with
-TensorFlow's, so ``tf.data.TFRecordDataset`` + ``tf.io.parse_single_example`` read these files.
+package), so a truncated or corrupted file is refused with a clear error instead of being half read.
+
+``tf.train.Example`` is built with protobuf from a descriptor declared here, in a private descriptor pool
+and under its own package name: the wire format is TensorFlow's (``tf.data.TFRecordDataset`` +
+``tf.io.parse_single_example`` read these files), but nothing is registered as ``tensorflow.Example``, so
+this module and TensorFlow can be imported into one process in either order (the ``tfrecord`` package's
+generated classes cannot: protobuf refuses the duplicate ``tensorflow.*`` symbols).
 
 Nothing here unpickles anything: records are protocol buffers only.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -134,36 +139,66 @@ def count_records(path: str | os.PathLike) -> int:
 
 # ---- tf.train.Example ----
 
+@cache
+def _example_classes() -> tuple[Any, Any]:
+    """(Example, Feature) message classes, wire-compatible with tensorflow/core/example/{example,feature}.proto."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pkg = "ambientgen.tf_example"
+    fdp = descriptor_pb2.FileDescriptorProto(name="ambientgen/tf_example.proto", package=pkg, syntax="proto3")
+    F = descriptor_pb2.FieldDescriptorProto
+    for name, kind in (("BytesList", F.TYPE_BYTES), ("FloatList", F.TYPE_FLOAT), ("Int64List", F.TYPE_INT64)):
+        fdp.message_type.add(name=name).field.add(name="value", number=1, type=kind, label=F.LABEL_REPEATED)
+    feature = fdp.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, (name, typ) in enumerate((("bytes_list", "BytesList"), ("float_list", "FloatList"),
+                                          ("int64_list", "Int64List")), start=1):
+        feature.field.add(name=name, number=number, type=F.TYPE_MESSAGE, type_name=f".{pkg}.{typ}",
+                          label=F.LABEL_OPTIONAL, oneof_index=0)
+    features = fdp.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=F.TYPE_MESSAGE, type_name=f".{pkg}.Feature", label=F.LABEL_OPTIONAL)
+    features.field.add(name="feature", number=1, type=F.TYPE_MESSAGE, type_name=f".{pkg}.Features.FeatureEntry",
+                       label=F.LABEL_REPEATED)
+    fdp.message_type.add(name="Example").field.add(name="features", number=1, type=F.TYPE_MESSAGE,
+                                                   type_name=f".{pkg}.Features", label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.Example")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.Feature")))
+
 def serialize_example(features: Mapping[str, Any]) -> bytes:
     """dict feature -> array-like as a serialized tf.train.Example.
 
     Integer arrays become int64_list, floating arrays float_list, bytes/str (or lists of them) bytes_list.
     """
-    from tfrecord import example_pb2
-
-    feats = {}
+    example_cls, _ = _example_classes()
+    ex = example_cls()
     for key, value in features.items():
+        feat = ex.features.feature[key]
         if isinstance(value, bytes | str):
             value = [value]
         if isinstance(value, list | tuple) and value and isinstance(value[0], bytes | str):
-            vals = [v.encode() if isinstance(v, str) else v for v in value]
-            feats[key] = example_pb2.Feature(bytes_list=example_pb2.BytesList(value=vals))
+            feat.bytes_list.value.extend(v.encode() if isinstance(v, str) else v for v in value)
             continue
         arr = np.asarray(value).ravel()
         if arr.dtype.kind in "iub":
-            feats[key] = example_pb2.Feature(int64_list=example_pb2.Int64List(value=arr.astype(np.int64).tolist()))
+            feat.int64_list.value.extend(arr.astype(np.int64).tolist())
+            feat.int64_list.SetInParent()
         elif arr.dtype.kind == "f":
-            feats[key] = example_pb2.Feature(float_list=example_pb2.FloatList(value=arr.astype(np.float32).tolist()))
+            feat.float_list.value.extend(arr.astype(np.float32).tolist())
+            feat.float_list.SetInParent()
         else:
             raise TypeError(f"feature {key!r}: unsupported dtype {arr.dtype}")
-    return example_pb2.Example(features=example_pb2.Features(feature=feats)).SerializeToString()
+    return ex.SerializeToString()
 
 
 def parse_example(data: bytes) -> dict[str, np.ndarray | list[bytes]]:
     """A serialized tf.train.Example -> dict feature -> int64/float32 array or list of bytes."""
-    from tfrecord import example_pb2
-
-    ex = example_pb2.Example.FromString(data)
+    example_cls, _ = _example_classes()
+    ex = example_cls.FromString(data)
     out: dict[str, np.ndarray | list[bytes]] = {}
     for key, feat in ex.features.feature.items():
         kind = feat.WhichOneof("kind")
@@ -194,11 +229,10 @@ def read_examples(path: str | os.PathLike) -> Iterator[dict[str, np.ndarray | li
 
 def read_targets(path: str | os.PathLike, feature: str = "targets") -> Iterator[np.ndarray]:
     """Yield the int64 `targets` feature of each tf.train.Example record as an int64 array."""
-    from tfrecord import example_pb2
-
+    example_cls, _ = _example_classes()
     for i, rec in enumerate(read_records(path)):
         try:
-            ex = example_pb2.Example.FromString(rec)
+            ex = example_cls.FromString(rec)
         except Exception as exc:
             raise StageError(path, f"record {i} is not a tf.train.Example: {exc}") from exc
         feat = ex.features.feature.get(feature)
