@@ -7,16 +7,26 @@ Library API (what `ambientgen local ...` and the demo use)::
     store.put_files("audio-unprocessed", ["music/"], dest="/")   # one commit
     results = run_pipelines(store, "pipelines")                  # -> list[JobResult]
     store.export("ambient-render", "results/")                   # files of the head commit
+
+Names are imported on first use, so that ``ambientgen --help`` does not load the runner.
 """
 
 from __future__ import annotations
 
-from .runner import DatumResult, JobResult, find_job, list_jobs, read_logs, run_pipeline, run_pipelines
-from .specs import PipelineSpec, glob_matches, load_specs, parse_spec, topo_order
-from .store import Commit, FileInfo, Store, StoreBusy, StoreError
+import importlib
+from typing import Any
 
-__all__ = [
-    "Commit", "DatumResult", "FileInfo", "JobResult", "PipelineSpec", "Store", "StoreBusy", "StoreError",
-    "find_job", "glob_matches", "list_jobs", "load_specs", "parse_spec", "read_logs", "run_pipeline",
-    "run_pipelines", "topo_order",
-]
+_EXPORTS = {
+    "Commit": "store", "FileInfo": "store", "Store": "store", "StoreBusy": "store", "StoreError": "store",
+    "PipelineSpec": "specs", "glob_matches": "specs", "load_specs": "specs", "parse_spec": "specs",
+    "topo_order": "specs",
+    "DatumResult": "runner", "JobResult": "runner", "find_job": "runner", "list_jobs": "runner",
+    "read_logs": "runner", "run_pipeline": "runner", "run_pipelines": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

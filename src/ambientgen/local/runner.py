@@ -211,19 +211,14 @@ def run_pipeline(store: Store, spec: PipelineSpec, parallelism: int = 1) -> JobR
     def one(d: Datum) -> DatumResult:
         return run_datum(store, spec, d, job.id or "", out_commit_id)
 
-    if todo:
-        log.info("%s: job %s: %d datums to process, %d skipped", spec.name, short(job.id), len(todo),
-                 len(results) - len(todo))
-    if parallelism > 1 and len(todo) > 1:
-        with ThreadPoolExecutor(max_workers=parallelism) as pool:
-            futures = [pool.submit(one, d) for d in todo]
-            for fut in progress(as_completed(futures), spec.name, total=len(todo), unit="datum"):
-                r = fut.result()
-                results[r.hash] = r
-    else:
-        for d in progress(todo, spec.name, total=len(todo), unit="datum"):
-            r = one(d)
-            results[r.hash] = r
+    try:
+        _run_datums(spec, todo, results, one, parallelism)
+    except KeyboardInterrupt:
+        record.update(state="JOB_KILLED", finished=now_iso(), reason="interrupted; nothing was published")
+        record.pop("output_commit_pending", None)
+        store.write_json_atomic(jpath, record)
+        raise
+
 
     job.datums = list(results.values())
     job.processed = sum(r.state == "success" for r in job.datums)
@@ -270,6 +265,21 @@ def run_pipeline(store: Store, spec: PipelineSpec, parallelism: int = 1) -> JobR
     with contextlib.suppress(OSError):
         shutil.rmtree(store.tmp_dir() / f"job-{job.id}", ignore_errors=True)
     return job
+
+
+def _run_datums(spec: PipelineSpec, todo: list[Datum], results: dict[str, DatumResult], one, parallelism: int) -> None:
+    if todo:
+        log.info("%s: %d datums to process, %d skipped", spec.name, len(todo), len(results) - len(todo))
+    if parallelism > 1 and len(todo) > 1:
+        with ThreadPoolExecutor(max_workers=parallelism) as pool:
+            futures = [pool.submit(one, d) for d in todo]
+            for fut in progress(as_completed(futures), spec.name, total=len(todo), unit="datum"):
+                r = fut.result()
+                results[r.hash] = r
+    else:
+        for d in progress(todo, spec.name, total=len(todo), unit="datum"):
+            r = one(d)
+            results[r.hash] = r
 
 
 def _datum_files(d: Datum) -> list[str]:
