@@ -197,7 +197,7 @@ def section_inputs(report: Report) -> str:
             parts.append(f'<p class="missing">{esc(name)}/ is not in this run.</p>')
             continue
         files = files_in(folder)
-        parts.append(f"<p><b>{esc(name)}</b>: {len(files)} {what}, {human_size(sum(p.stat().st_size for p in files))}"
+        parts.append(f"<p><strong>{esc(name)}</strong>: {len(files)} {what}, {human_size(sum(p.stat().st_size for p in files))}"
                      "</p>")
     return "".join(parts)
 
