@@ -238,3 +238,62 @@ def test_bad_specs_are_reported(tmp_path):
         run_pipelines(store, PIPELINES_DIR, only=["nope"])
     res = by_pipeline(run_pipelines(store, PIPELINES_DIR, only=["audio-processed", "midi"]))
     assert res["audio-processed"].state == "WAITING" and "audio-unprocessed" in res["audio-processed"].error
+
+
+def test_parallel_datums_give_the_same_commit(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"f{i}.txt").write_text(f"text {i}")
+    specs = tmp_path / "specs"
+    write_spec(specs, "shout", pfs("in"), SHOUT)
+    manifests = []
+    for par in (1, 3):
+        store = Store(tmp_path / f"store{par}")
+        store.put_files("in", sorted(src.iterdir()))
+        job = run_pipelines(store, specs, parallelism=par)[0]
+        assert (job.state, job.processed) == ("JOB_SUCCESS", 6)
+        manifests.append(manifest(store, "shout"))
+    assert manifests[0] == manifests[1] and len(manifests[0]) == 6
+
+
+def test_cli_walkthrough(tmp_path):
+    st = ["--store", str(tmp_path / "st")]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("alpha")
+    (src / "bad.txt").write_text("x")
+    specs = tmp_path / "specs"
+    write_spec(specs, "shout", pfs("in"), SHOUT)
+    assert local_cli("create-repo", "in", *st).returncode == 0
+    r = local_cli("put-file", "in", str(src / "a.txt"), *st)
+    assert r.returncode == 0 and r.stdout.startswith("in@")
+    r = local_cli("run", "--pipelines", str(specs), "--json", *st)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)[0]
+    assert job["state"] == "JOB_SUCCESS" and job["processed"] == 1
+    r = local_cli("list-commit", "shout", *st)
+    assert job["output_commit"] in r.stdout and "AUTO" in r.stdout
+    r = local_cli("inspect-commit", f"shout@{job['output_commit'][:8]}", *st)
+    assert "Provenance" in r.stdout and "in@" in r.stdout
+    r = local_cli("list-file", "shout@master:/", *st)
+    assert "/a.txt" in r.stdout
+    r = local_cli("export", "shout", str(tmp_path / "exp"), *st)
+    assert r.returncode == 0 and (tmp_path / "exp" / "a.txt").read_text() == "ALPHA"
+    r = local_cli("put-file", "in", str(src / "bad.txt"), *st)
+    r = local_cli("run", "--pipelines", str(specs), *st)
+    assert r.returncode == 1 and "failure" in r.stdout
+    r = local_cli("list-job", *st)
+    assert "FAILURE" in r.stdout and "SUCCESS" in r.stdout and "0/1/1/2" in r.stdout
+    failed_job = list_jobs(Store(tmp_path / "st"), "shout")[0]["id"]
+    r = local_cli("inspect-job", f"shout@{failed_job[:10]}", *st)
+    assert "in:/bad.txt" in r.stdout and "cannot decode /pfs/in/bad.txt" in r.stdout
+    r = local_cli("logs", "shout", *st)
+    assert "cannot decode /pfs/in/bad.txt" in r.stdout and "skipped in job" in r.stdout
+    r = local_cli("list-pipeline", "--pipelines", str(specs), *st)
+    assert "shout" in r.stdout and "last job failure" in r.stdout
+    r = local_cli("delete-file", "in@master:/bad.txt", *st)
+    assert r.returncode == 0
+    assert local_cli("run", "--pipelines", str(specs), *st).returncode == 0
+    r = local_cli("list-pipeline", "--pipelines", str(specs), "--json", *st)
+    assert json.loads(r.stdout)[0]["state"] == "up to date"
