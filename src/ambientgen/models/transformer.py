@@ -293,7 +293,8 @@ class MusicTransformer(nn.Module):
         logits = self.head(self.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+            flat = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+            loss = F.cross_entropy(flat.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                    ignore_index=self.cfg.pad_id)
         return logits, loss
 
