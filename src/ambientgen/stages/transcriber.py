@@ -213,7 +213,10 @@ def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 
         if state["step"] % 50 == 0:
             avg = {k: round(run[k] / run["n"], 5) for k in ("loss", "onset", "frame", "velocity")}
             elapsed = state["seconds"] + time.monotonic() - t0
-            state["history"].append({"step": state["step"], "seconds": round(elapsed, 1), **avg})
+            row = {"step": state["step"], "seconds": round(elapsed, 1), **avg}
+            state["history"].append(row)
+            with open(out_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
             log.info("step %d  loss %.4f  onset %.4f  frame %.4f  velocity %.4f  (%.0f s, %d examples)",
                      state["step"], avg["loss"], avg["onset"], avg["frame"], avg["velocity"], elapsed,
                      sum(1 for e in data.examples.values() if e))
