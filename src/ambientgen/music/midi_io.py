@@ -127,7 +127,7 @@ def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
             delta, i = _vlq(data, i, end)
             tick += delta
             if tick > MAX_TICKS:
-                raise ValueError(f"track {tracks - 1} runs past {MAX_TICKS:,} ticks; the file is probably corrupt")
+                raise ValueError(f"track {tracks - 1} runs past {MAX_TICKS:,} ticks (too long, or corrupt)")
             if i >= end:
                 raise ValueError(f"track {tracks - 1} is truncated")
             b = data[i]
@@ -190,6 +190,8 @@ def _ticks_to_seconds(tick: int, division: int, tempos: list[tuple[int, int]]) -
 def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>",
                                 limits: MidiLimits = DEFAULT_LIMITS) -> NoteSequence:
     """Parse MIDI file contents into a NoteSequence, refusing broken or out-of-bounds files (StageError)."""
+    if not data:
+        raise StageError(name, "empty file")
     if len(data) > limits.max_bytes:
         raise StageError(name, f"file is {len(data) / 2**20:.1f} MiB, more than the limit of "
                                f"{limits.max_bytes / 2**20:.0f} MiB")
@@ -235,8 +237,6 @@ def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS) -> N
         data = path.read_bytes()
     except OSError as exc:
         raise StageError(path, f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise StageError(path, "empty file")
     ns = midi_bytes_to_note_sequence(data, path, limits)
     ns.filename = path.name
     return ns
