@@ -297,3 +297,23 @@ def test_cli_walkthrough(tmp_path):
     assert local_cli("run", "--pipelines", str(specs), *st).returncode == 0
     r = local_cli("list-pipeline", "--pipelines", str(specs), "--json", *st)
     assert json.loads(r.stdout)[0]["state"] == "up to date"
+
+
+def test_store_path_with_spaces_and_symlinked_outputs(tmp_path):
+    store = Store(tmp_path / "My Music $HOME" / "store")
+    (tmp_path / "a.txt").write_text("alpha")
+    store.put_files("in", [tmp_path / "a.txt"])
+    specs = tmp_path / "specs"
+    # unquoted /pfs paths, as commands written for Pachyderm have them
+    write_spec(specs, "plain", pfs("in"), ["sh", "-c", "cat /pfs/in/a.txt > /pfs/out/copy.txt; ln -s /pfs/in/a.txt "
+                                                       "/pfs/out/link.txt"])
+    write_spec(specs, "escape", pfs("in"), ["sh", "-c", "ln -s /etc/hostname /pfs/out/stolen"], datumTries=1)
+    write_spec(specs, "empty", pfs("in", "/*.mp3"), ["sh", "-c", "exit 1"])
+    res = by_pipeline(run_pipelines(store, specs))
+    assert res["plain"].state == "JOB_SUCCESS", res["plain"].datums[0].error
+    assert store.read_file("plain", "copy.txt") == store.read_file("plain", "link.txt") == b"alpha"
+    assert res["escape"].state == "JOB_FAILURE"
+    assert "symlink leaving the datum's folders" in res["escape"].datums[0].error
+    # no datum matched: the job succeeds with an empty commit, as in Pachyderm
+    assert (res["empty"].state, res["empty"].total) == ("JOB_SUCCESS", 0)
+    assert store.resolve("empty").files == {}

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -371,14 +372,15 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
         res.seconds = time.monotonic() - t0
         return res
 
-    cmd = transform_command(spec, pfs_root)
-    stdin = "".join(rewrite_pfs(line, pfs_root) + "\n" for line in spec.transform.get("stdin", []))
+    mount, alias_dir = _mount_point(pfs_root)
+    cmd = transform_command(spec, mount)
+    stdin = "".join(rewrite_pfs(line, mount) + "\n" for line in spec.transform.get("stdin", []))
     env = dict(os.environ)
     env.pop(CRASH_ENV, None)
     env.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
-    env.update({k: rewrite_pfs(v, pfs_root) for k, v in spec.transform.get("env", {}).items()})
+    env.update({k: rewrite_pfs(v, mount) for k, v in spec.transform.get("env", {}).items()})
     for di in d.inputs:
-        env[di.name] = str(safe_join(pfs_root / di.name, di.path))
+        env[di.name] = str(safe_join(mount / di.name, di.path))
     env.update({"PACH_JOB_ID": job_id, "PACH_DATUM_ID": d.id, "PACH_OUTPUT_COMMIT_ID": out_commit_id,
                 "PPS_PIPELINE_NAME": spec.name})
     timeout = spec.datum_timeout
@@ -405,7 +407,7 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
                 rc = proc.returncode
         except OSError as exc:
             problem = f"cannot start {cmd[0]!r}: {exc.strerror or exc}"
-        tail = (_tail(err_log) or _tail(out_log)).replace(str(pfs_root), "/pfs")
+        tail = _unmap(_tail(err_log) or _tail(out_log), pfs_root, mount)
         if not problem and rc != 0:
             problem = f"exit status {rc}" + (f" (signal {-rc})" if rc is not None and rc < 0 else "")
         if not problem:
@@ -417,8 +419,8 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
             else:
                 crash_point("datum")
                 res.files = files
-        log_chunks.append(_log_chunk(attempt, tries, problem or "success", out_log, err_log)
-                          .replace(str(pfs_root), "/pfs"))
+        log_chunks.append(_unmap(_log_chunk(attempt, tries, problem or "success", out_log, err_log),
+                                 pfs_root, mount))
         if not problem:
             res.state = "success"
             res.error = ""
@@ -436,7 +438,24 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
             res.error = f"cannot record the datum: {exc}"
     _save_log(store, spec.name, job_id, d.id, log_chunks)
     shutil.rmtree(staging, ignore_errors=True)
+    if alias_dir:
+        shutil.rmtree(alias_dir, ignore_errors=True)
     return res
+
+
+def _mount_point(pfs_root: Path) -> tuple[Path, Path | None]:
+    """The path standing in for /pfs in commands: the staging folder, or, when its path has characters that
+    a shell command written for /pfs would split or expand (spaces, quotes, $...), a plain symlink to it."""
+    if re.fullmatch(r"[A-Za-z0-9_./+@%=,:-]+", str(pfs_root)):
+        return pfs_root, None
+    alias_dir = Path(tempfile.mkdtemp(prefix="ambientgen-pfs-"))
+    (alias_dir / "pfs").symlink_to(pfs_root, target_is_directory=True)
+    return alias_dir / "pfs", alias_dir
+
+
+def _unmap(text: str, pfs_root: Path, mount: Path) -> str:
+    """Show the datum's paths as the transform sees them on Pachyderm (/pfs/...)."""
+    return text.replace(str(pfs_root), "/pfs").replace(str(mount), "/pfs")
 
 
 def _log_chunk(attempt: int, tries: int, outcome: str, out_log: Path, err_log: Path) -> str:
