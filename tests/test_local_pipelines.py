@@ -141,6 +141,10 @@ def test_same_output_path_from_two_datums_fails_the_job(tmp_path):
     job = run_pipelines(store, tmp_path / "specs")[0]
     assert job.state == "JOB_FAILURE" and "both wrote /same.txt" in job.error
     assert store.head("clash") is None
+    write_spec(tmp_path / "specs", "clash", pfs("in"),
+               ["sh", "-c", 'case "$in" in *x) echo 1 > /pfs/out/d;; *) mkdir /pfs/out/d; echo 2 > /pfs/out/d/f;; esac'])
+    job = run_pipelines(store, tmp_path / "specs")[0]
+    assert job.state == "JOB_FAILURE" and "wrote the file /d" in job.error and "/d/f inside it" in job.error
 
 
 def test_retries_timeout_stdin_env(tmp_path):

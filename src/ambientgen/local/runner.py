@@ -220,7 +220,6 @@ def run_pipeline(store: Store, spec: PipelineSpec, parallelism: int = 1) -> JobR
         store.write_json_atomic(jpath, record)
         raise
 
-
     job.datums = list(results.values())
     job.processed = sum(r.state == "success" for r in job.datums)
     job.skipped = sum(r.state == "skipped" for r in job.datums)
@@ -241,6 +240,16 @@ def run_pipeline(store: Store, spec: PipelineSpec, parallelism: int = 1) -> JobR
                     break
                 merged[path] = entry
                 owner[path] = r
+            if job.error:
+                break
+        for path in merged if not job.error else ():
+            parent = path.rpartition("/")[0]
+            while parent:
+                if parent in merged:
+                    job.error = (f"datum {short(owner[parent].id)} wrote the file /{parent} and datum "
+                                 f"{short(owner[path].id)} wrote /{path} inside it")
+                    break
+                parent = parent.rpartition("/")[0]
             if job.error:
                 break
     crash_point("merge")
