@@ -1,6 +1,6 @@
 """Stage: train the Music Transformer on the TFRecord data set written by `ambientgen make-dataset`.
 
-Reads DATA_DIR/**/train*.tfrecord and eval*.tfrecord (int64 feature ``targets``: one piece's performance
+Reads DATA_DIR/performance/train*.tfrecord and eval*.tfrecord (int64 feature ``targets``: one piece's performance
 tokens). Batches are random windows of at most max_len+1 tokens, grouped by length so that little padding
 is needed. Every ``--eval-every`` steps the eval NLL per token and accuracy are measured; every
 ``--checkpoint-every`` steps a checkpoint is written (safetensors + JSON, the last ``--keep`` kept), holding
@@ -106,6 +106,7 @@ class TrainResult:
     tokens_per_s: float
     interrupted: bool = False
     rollbacks: int = 0
+    resumed_from: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -113,8 +114,9 @@ class TrainResult:
 
 
 def find_split(data_dir: Path, split: str) -> list[Path]:
-    """TFRecord files of one split: DATA_DIR/**/<split>*.tfrecord (sorted)."""
-    return sorted(p for p in data_dir.rglob(f"{split}*.tfrecord*") if p.is_file() and not p.name.startswith("."))
+    """TFRecord files of one split: DATA_DIR/performance/<split>*.tfrecord, else DATA_DIR/<split>*.tfrecord."""
+    root = data_dir / "performance" if (data_dir / "performance").is_dir() else data_dir
+    return sorted(p for p in root.glob(f"{split}*.tfrecord*") if p.is_file() and not p.name.startswith("."))
 
 
 def load_split(data_dir: Path, split: str) -> list[np.ndarray]:
@@ -504,13 +506,14 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     log.info("model %s (%s attention, %s kernel): %.2fM parameters on %s%s%s", opts.config, cfg.attention, impl,
              model.num_params() / 1e6, device, ", bf16" if amp_dtype else "", ", compiled" if use_compile else "")
 
-    step, tokens_seen, lr_scale, rollbacks = 0, 0, 1.0, 0
+    step, tokens_seen, lr_scale, rollbacks, resumed_from = 0, 0, 1.0, 0, None
     metrics_path = out_dir / "metrics.csv"
     if opts.resume and ckpt.list():
         latest = ckpt.list()[-1]
         info = ckpt.load(latest, model, opt)
         step, tokens_seen, lr_scale = info["step"], info["tokens_seen"], info.get("lr_scale", 1.0)
         sampler.set_state(info["sampler"])
+        resumed_from = step
         log.info("resumed from %s (step %d)", latest, step)
     rows = _read_metrics(metrics_path, step)
     fwd = torch.compile(model) if use_compile else model
@@ -622,7 +625,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         log.warning("stopped at step %d by a signal; continue with --resume", step)
     elif stopped_early:
         log.info("time limit reached at step %d of %d; continue with --resume", step, opts.steps)
-    return TrainResult(out_dir, step, last_loss, nll, acc, tps, interrupted, rollbacks)
+    return TrainResult(out_dir, step, last_loss, nll, acc, tps, interrupted, rollbacks, resumed_from)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -668,5 +671,6 @@ def main(args: argparse.Namespace) -> int:
                         device=args.device, attn_impl=args.attn_impl, compile=args.compile, amp=args.amp,
                         resume=args.resume)
     res = train(args.data_dir, args.output_dir, opts)
-    print(f"{res.out_dir}: step {res.step}, eval NLL {res.eval_nll}, accuracy {res.eval_accuracy}")
+    resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from is not None else ""
+    print(f"{res.out_dir}: step {res.step}{resumed}, eval NLL {res.eval_nll}, accuracy {res.eval_accuracy}")
     return 143 if res.interrupted else 0

@@ -1,0 +1,203 @@
+"""`ambientgen train`: outputs, metrics, checkpoints, exact resume, signals, NaN rollback, clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ambientgen.stages.train import (
+    METRIC_COLUMNS,
+    TrainOptions,
+    WindowSampler,
+    eval_windows,
+    lr_at,
+    train,
+)
+from ambientgen.util import StageError
+
+FAST = dict(config="tiny", seq_len=64, batch_size=4, eval_windows=8, log_every=2, warmup=3, primer_seconds=4.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def dataset(sample_midis, tmp_path_factory) -> Path:
+    """The sample chorales through the real make-dataset stage (no augmentation, to stay small)."""
+    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+
+    out = tmp_path_factory.mktemp("dataset")
+    make_dataset(sample_midis[0].parent, out, DatasetOptions(augment=False, eval_percent=25, test_percent=0,
+                                                             max_events=512))
+    assert (out / "performance" / "train.tfrecord").is_file()
+    return out
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_train_writes_model_metrics_primers_and_checkpoints(dataset, tmp_path):
+    out = tmp_path / "model"
+    res = train(dataset, out, TrainOptions(steps=10, eval_every=5, checkpoint_every=3, keep=2, **FAST))
+    assert res.step == 10 and not res.interrupted
+    assert math.isfinite(res.eval_nll) and 0 <= res.eval_accuracy <= 1
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["checkpoints", "config.json", "metrics.csv", "model.safetensors", "primers.json"]
+    # keep-last-k: steps 9 and 10 (the final one) remain
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-0000009", "step-0000010"]
+    for ck in (out / "checkpoints").iterdir():  # safetensors + JSON only, never pickles
+        assert sorted(p.name for p in ck.iterdir()) == ["model.safetensors", "state.json", "state.safetensors"]
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0].keys()) == METRIC_COLUMNS
+    assert [int(r["step"]) for r in rows] == [2, 4, 5, 6, 8, 10]
+    evals = [r for r in rows if r["eval_nll"]]
+    assert [int(r["step"]) for r in evals] == [5, 10]
+    assert all(float(r["tokens_per_s"]) > 0 and float(r["lr"]) > 0 for r in rows)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["model"]["vocab_size"] == 390 and meta["step"] == 10 and meta["config_name"] == "tiny"
+    primers = json.loads((out / "primers.json").read_text())["primers"]
+    assert primers and all(p["tokens"] and p["seconds"] <= 4.0 for p in primers)
+    assert all(2 <= t < 390 for p in primers for t in p["tokens"])
+
+
+def test_resume_after_sigterm_gives_bitwise_the_same_weights(dataset, tmp_path):
+    opts = dict(steps=9, eval_every=4, **FAST)
+    train(dataset, tmp_path / "straight", TrainOptions(checkpoint_every=4, **opts))
+
+    def sigterm_at_5(step, model):
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = train(dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, **opts), fault_hook=sigterm_at_5)
+    assert first.interrupted and 5 <= first.step < 9
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert not same_weights(tmp_path / "straight", tmp_path / "split")
+    second = train(dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, resume=True, **opts))
+    assert second.step == 9
+    assert same_weights(tmp_path / "straight", tmp_path / "split")
+    with open(tmp_path / "split" / "metrics.csv", newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == sorted(set(steps))  # no duplicated rows after the resume
+
+
+@pytest.mark.slow
+def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(dataset, tmp_path):
+    env = {**os.environ, "AMBIENTGEN_NO_PROGRESS": "1"}
+    args = [sys.executable, "-m", "ambientgen", "train", str(dataset), "--config", "tiny", "--seq-len", "48",
+            "--batch-size", "2", "--steps", "400", "--checkpoint-every", "2", "--eval-every", "1000", "--threads", "1"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*args, str(out)], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "step-0000004").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, "training ended before checkpoint 4"
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    done = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*"))
+    assert done[-1] >= 4
+    res = subprocess.run([*args[:-2], "--steps", str(done[-1] + 2), str(out), "--resume"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"step {done[-1] + 2} (resumed from step {done[-1]})" in res.stdout
+    assert json.loads((out / "config.json").read_text())["step"] == done[-1] + 2
+
+
+def test_nan_loss_rolls_back_to_the_last_good_checkpoint(dataset, tmp_path, caplog):
+    hit = []
+
+    def poison(step, model):
+        if step == 5 and not hit:
+            hit.append(step)
+            with torch.no_grad():
+                model.blocks[0].mlp[0].weight[0, 0] = float("nan")
+
+    with caplog.at_level(logging.ERROR):
+        res = train(dataset, tmp_path / "m", TrainOptions(steps=8, checkpoint_every=4, eval_every=4, **FAST),
+                    fault_hook=poison)
+    assert hit and res.rollbacks == 1 and res.step == 8
+    assert "non-finite loss" in caplog.text and "step-0000004" in caplog.text
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path / "m").values())
+    assert math.isfinite(res.eval_nll)
+
+
+def test_errors_name_the_problem(dataset, tmp_path):
+    with pytest.raises(StageError, match="data directory does not exist"):
+        train(tmp_path / "nope", tmp_path / "o", TrainOptions(steps=1, **FAST))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StageError, match="no training data"):
+        train(tmp_path / "empty", tmp_path / "o", TrainOptions(steps=1, **FAST))
+    train(dataset, tmp_path / "m", TrainOptions(steps=2, **FAST))
+    with pytest.raises(StageError, match="pass --resume"):
+        train(dataset, tmp_path / "m", TrainOptions(steps=2, **FAST))
+    bad = tmp_path / "bad" / "performance"
+    bad.mkdir(parents=True)
+    (bad / "train.tfrecord").write_bytes(b"\x00" * 7)
+    with pytest.raises(StageError, match="train.tfrecord"):
+        train(tmp_path / "bad", tmp_path / "o2", TrainOptions(steps=1, **FAST))
+
+
+def test_cli_train_minutes_budget(dataset, tmp_path):
+    from ambientgen.cli import main
+
+    rc = main(["train", str(dataset), str(tmp_path / "m"), "--config", "tiny", "--seq-len", "32", "--batch-size",
+               "2", "--steps", "100000", "--minutes", "0.05", "--attention", "vanilla"])
+    assert rc == 0
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert 0 < meta["step"] < 100000 and meta["complete"] is False and meta["model"]["attention"] == "vanilla"
+
+
+def test_schedule_warmup_and_decay():
+    o = TrainOptions(config="tiny", steps=100, lr=1e-3, warmup=10).resolved()
+    lrs = [lr_at(s, o) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] >= 1e-4 * 0.99
+    inv = TrainOptions(config="tiny", steps=100, lr=1e-3, warmup=10, schedule="inverse-sqrt").resolved()
+    assert lr_at(39, inv) == pytest.approx(1e-3 * math.sqrt(10 / 40))
+
+
+def test_sampler_windows_batches_and_state():
+    rng = np.random.default_rng(0)
+    pieces = [rng.integers(2, 390, size=n) for n in (30, 50, 400, 1000, 12)]
+    s = WindowSampler(pieces, batch_size=4, window=65, seed=3, pool=4)
+    for _ in range(5):
+        s.next()
+    state = json.loads(json.dumps(s.state()))  # JSON-serialisable
+    ahead = [s.next() for _ in range(7)]
+    t = WindowSampler(pieces, batch_size=4, window=65, seed=3, pool=4)
+    t.set_state(state)
+    again = [t.next() for _ in range(7)]
+    assert all(np.array_equal(a, b) for x, y in zip(ahead, again) for a, b in zip(x, y))
+    lens = [len(w) for b in ahead for w in b]
+    assert max(lens) <= 65
+    spread = [max(len(w) for w in b) - min(len(w) for w in b) for b in ahead]
+    assert sum(spread) < 7 * 30  # similar lengths within a batch
+    ev = eval_windows(pieces, 65, 100)
+    assert sum(len(w) - 1 for w in ev) == sum(len(p) - 1 for p in pieces)  # every next-token target once
