@@ -108,12 +108,12 @@ def test_sigkill_of_real_normalize_run_then_rerun(sample_mp3s, tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     records = store.root / "datums" / "audio-processed"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (records.exists() and any(records.iterdir())):
+    while time.monotonic() < deadline and not list(records.glob("*.json")):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert store.head("audio-processed") is None  # nothing half-published
-    done_before = len(list(records.iterdir()))
+    done_before = len(list(records.glob("*.json")))
     assert 1 <= done_before < 4
 
     job = run_pipelines(store, PIPELINES_DIR, only=["audio-processed"])[0]
@@ -122,6 +122,7 @@ def test_sigkill_of_real_normalize_run_then_rerun(sample_mp3s, tmp_path):
     assert sorted(store.read_file("audio-processed", p) for p in out.files) == sorted(
         p.read_bytes() for p in src.iterdir())
     assert list_jobs(store, "audio-processed")[1]["state"] == "JOB_KILLED"
+    assert not list(records.glob(".*.tmp"))  # a half-written record of the killed run was cleared
 
 
 def _limit_file_size(limit: int):

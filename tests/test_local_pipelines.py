@@ -321,3 +321,15 @@ def test_store_path_with_spaces_and_symlinked_outputs(tmp_path):
     # no datum matched: the job succeeds with an empty commit, as in Pachyderm
     assert (res["empty"].state, res["empty"].total) == ("JOB_SUCCESS", 0)
     assert store.resolve("empty").files == {}
+
+
+def test_reprocess_spec_every_job_disables_skipping(tmp_path):
+    store = Store(tmp_path / "store")
+    for n in ("a", "b"):
+        (tmp_path / n).write_text(n)
+    store.put_files("in", [tmp_path / "a"])
+    write_spec(tmp_path / "specs", "shout", pfs("in"), SHOUT, reprocessSpec="every_job")
+    assert run_pipelines(store, tmp_path / "specs")[0].processed == 1
+    store.put_files("in", [tmp_path / "b"])
+    job = run_pipelines(store, tmp_path / "specs")[0]
+    assert (job.processed, job.skipped) == (2, 0)

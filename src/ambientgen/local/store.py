@@ -269,6 +269,10 @@ class Store:
                     with contextlib.suppress(OSError):
                         child.unlink()
         tmp.mkdir(parents=True, exist_ok=True)
+        for sub in ("repos", "jobs", "datums", "logs"):  # half-written records (their rename never happened)
+            for leftover in (self.root / sub).rglob(".*.tmp") if (self.root / sub).exists() else []:
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
         jobs = self.root / "jobs"
         for jf in jobs.glob("*/*.json") if jobs.exists() else []:
             try:
