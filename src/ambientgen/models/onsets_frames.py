@@ -190,25 +190,23 @@ def frame_weights(onset: Any, frame: Any, c: float = 5.0, d: int = 1) -> Any:
     """Per-cell weights of the frame loss (paper, section 3).
 
     For a note with onset frame t1 and offset frame t3, and t2 = t1 + d: weight c for t1 <= t <= t2, then
-    c / (t - t2) for t2 < t <= t3 (decaying along the sustained part), and 1 everywhere else. Frames are
-    walked in time; an onset resets the note clock. Works on (B, T, 88) tensors.
+    c / (t - t2) for t2 < t <= t3 (decaying along the sustained part), and 1 everywhere else. A new onset
+    restarts the note clock. Vectorised over (B, T, 88) tensors.
     """
     import torch
 
-    onset = onset.float()
-    frame = frame.float()
-    b, t, k = frame.shape
-    w = torch.ones_like(frame)
-    since = torch.full((b, k), -1.0, device=frame.device)  # frames since the current note's onset, -1: none
-    for i in range(t):
-        on, fr = onset[:, i], frame[:, i]
-        since = torch.where(on > 0, torch.zeros_like(since), torch.where((fr > 0) & (since >= 0), since + 1, -1.0))
-        active = since >= 0
-        head = active & (since <= d)
-        tail = active & (since > d)
-        wi = torch.where(head, torch.full_like(since, c), torch.ones_like(since))
-        wi = torch.where(tail, c / (since - d).clamp_min(1.0), wi)
-        w[:, i] = wi
+    on = onset > 0
+    fr = frame > 0
+    t = on.shape[1]
+    idx = torch.arange(t, device=on.device).view(1, t, 1).expand_as(on)
+    neg = torch.full_like(idx, -1)
+    last_on = torch.cummax(torch.where(on, idx, neg), dim=1).values  # latest onset at or before t
+    last_gap = torch.cummax(torch.where(~on & ~fr, idx, neg), dim=1).values  # latest silent cell
+    active = (last_on >= 0) & (last_on > last_gap)  # inside a note that began with an onset
+    since = (idx - last_on).float()
+    w = torch.ones(on.shape, dtype=torch.float32, device=on.device)
+    w = torch.where(active & (since <= d), torch.full_like(w, c), w)
+    w = torch.where(active & (since > d), c / (since - d).clamp_min(1.0), w)
     return w
 
 
