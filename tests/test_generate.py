@@ -1,0 +1,148 @@
+"""`ambientgen generate`: request files, validation, primers, lengths, sounding notes closed, sidecars."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import note_seq
+import pytest
+import torch
+
+from ambientgen.cli import main as cli
+from ambientgen.music import performance as perf
+from ambientgen.stages.generate import GenerationRequest, close_open_notes, generate, seconds_of
+from ambientgen.stages.train import TrainOptions, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model_dir(sample_midis, tmp_path_factory) -> Path:
+    """A tiny model trained for a few steps on the sample chorales (real make-dataset + train stages)."""
+    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+
+    data = tmp_path_factory.mktemp("gen-data")
+    make_dataset(sample_midis[0].parent, data, DatasetOptions(augment=False, eval_percent=25, test_percent=0,
+                                                              max_events=512))
+    out = tmp_path_factory.mktemp("gen-model")
+    train(data, out, TrainOptions(config="tiny", steps=6, seq_len=64, batch_size=4, eval_windows=4,
+                                  eval_every=6, checkpoint_every=6, primer_seconds=3.0))
+    return out
+
+
+def notes_of(path: Path):
+    return note_seq.midi_file_to_note_sequence(str(path))
+
+
+def test_config_dir_requests_json_and_toml_with_bad_ones_reported(model_dir, tmp_path, caplog):
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "calm.json").write_text(json.dumps({"seconds": 3, "temperature": 0.9, "top_p": 0.95, "seed": 4,
+                                               "num_samples": 2}))
+    (cfg / "short.toml").write_text('tokens = 40\ntop_k = 20\nseed = 1\nprogram = 89\n')
+    (cfg / "cold.json").write_text('{"temperature": 0}')
+    (cfg / "wide.toml").write_text("top_p = 1.5\n")
+    (cfg / "typo.json").write_text('{"temprature": 0.5}')
+    (cfg / "neg.json").write_text('{"seconds": -2}')
+    (cfg / "broken.toml").write_text("seconds = \n")
+    (cfg / "readme.txt").write_text("not a request")
+    out = tmp_path / "out"
+    rc = cli(["generate", str(model_dir), str(out), "--config-dir", str(cfg)])
+    assert rc == 1  # some requests were bad ...
+    # ... and the good ones were still written
+    assert sorted(p.name for p in out.iterdir()) == ["calm-0.json", "calm-0.mid", "calm-1.json", "calm-1.mid",
+                                                     "short-0.json", "short-0.mid"]
+    for name, msg in [("cold.json", "temperature must be > 0"), ("wide.toml", "top_p must be in (0, 1]"),
+                      ("typo.json", "unknown key(s) temprature"), ("neg.json", "seconds must be positive"),
+                      ("broken.toml", "not valid TOML")]:
+        assert f"{cfg / name}: {msg}" in caplog.text
+    side = json.loads((out / "calm-1.json").read_text())
+    assert side["request"]["temperature"] == 0.9 and side["request"]["top_p"] == 0.95 and side["sample"] == 1
+    assert side["config_file"] == str(cfg / "calm.json") and side["kv_cache"] is True
+    assert side["model"]["step"] == 6
+    short = json.loads((out / "short-0.json").read_text())
+    assert short["tokens"]["generated"] <= 40
+    assert {n.program for n in notes_of(out / "short-0.mid").notes} <= {89}
+
+
+def test_seconds_length_and_seeded_reproducibility(model_dir, tmp_path):
+    req = GenerationRequest(name="a", seconds=4.0, seed=3, num_samples=2)
+    generate(model_dir, tmp_path / "o1", defaults=req)
+    generate(model_dir, tmp_path / "o2", defaults=req)
+    for k in (0, 1):
+        a, b = (tmp_path / "o1" / f"a-{k}.mid").read_bytes(), (tmp_path / "o2" / f"a-{k}.mid").read_bytes()
+        assert a == b
+        side = json.loads((tmp_path / "o1" / f"a-{k}.json").read_text())
+        # the continuation stops at the first time shift reaching 4 s (unless the model ended the piece)
+        assert side["seconds"] <= 4.0 + 1.0 + 0.5
+    other = generate(model_dir, tmp_path / "o3", defaults=GenerationRequest(name="a", seconds=4.0, seed=4))
+    assert other["written"][0].read_bytes() != (tmp_path / "o1" / "a-0.mid").read_bytes()
+
+
+def test_cache_and_no_cache_write_the_same_music(model_dir, tmp_path):
+    req = GenerationRequest(name="c", tokens=60, seed=9, temperature=1.1)
+    generate(model_dir, tmp_path / "cache", defaults=req, use_cache=True)
+    generate(model_dir, tmp_path / "nocache", defaults=req, use_cache=False)
+    assert (tmp_path / "cache" / "c-0.mid").read_bytes() == (tmp_path / "nocache" / "c-0.mid").read_bytes()
+
+
+def test_primer_from_training_piece_and_from_midi(model_dir, sample_midis, tmp_path):
+    primers = json.loads((model_dir / "primers.json").read_text())["primers"]
+    name = primers[0]["name"]
+    res = generate(model_dir, tmp_path / "p", defaults=GenerationRequest(name="p", primer_piece=name, tokens=30))
+    side = json.loads((tmp_path / "p" / "p-0.json").read_text())
+    assert side["primer"]["source"] == f"piece:{name}" and side["primer"]["tokens"] == len(primers[0]["tokens"])
+    primer_ns = perf.decode(primers[0]["tokens"])
+    out_ns = notes_of(res["written"][0])
+    first = sorted((n.start_time, n.pitch) for n in primer_ns.notes)[:5]
+    got = sorted((round(n.start_time, 2), n.pitch) for n in out_ns.notes)[:5]
+    assert [(round(t, 2), p) for t, p in first] == got  # the output starts with the primer
+
+    mid_cfg = tmp_path / "cfgdir"
+    mid_cfg.mkdir()
+    (mid_cfg / "cont.json").write_text(json.dumps({"primer_midi": str(sample_midis[1]), "primer_seconds": 2,
+                                                   "tokens": 30, "include_primer": False}))
+    rc = cli(["generate", str(model_dir), str(tmp_path / "m"), "--config-dir", str(mid_cfg)])
+    assert rc == 0
+    side = json.loads((tmp_path / "m" / "cont-0.json").read_text())
+    assert side["primer"]["source"] == f"midi:{sample_midis[1].name}" and side["primer"]["seconds"] <= 2.0
+    # only the continuation: the primer's notes (first 2 s) are not in the file
+    assert len(notes_of(tmp_path / "m" / "cont-0.mid").notes) < len(perf.decode(
+        perf.encode(notes_of(sample_midis[1]))).notes)
+
+    (mid_cfg / "missing.json").write_text('{"primer_piece": "nope:9"}')
+    assert cli(["generate", str(model_dir), str(tmp_path / "m2"), "--config-dir", str(mid_cfg)]) == 1
+
+
+def test_notes_still_sounding_at_the_end_are_closed():
+    on = [perf.VELOCITY_OFFSET + 20, perf.NOTE_ON_OFFSET + 60, perf.TIME_SHIFT_OFFSET + 49,
+          perf.NOTE_ON_OFFSET + 64, perf.NOTE_ON_OFFSET + 67]  # 60 rings 0.5 s, then 64 and 67 start at the end
+    ns = perf.decode(close_open_notes(on + [perf.EOS_ID, perf.PAD_ID]))
+    pitches = sorted(n.pitch for n in ns.notes)
+    assert pitches == [60, 64, 67]
+    assert all(n.end_time > n.start_time for n in ns.notes)
+    assert seconds_of(on) == pytest.approx(0.5)
+
+
+def test_model_dir_errors_name_the_file(model_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli(["generate", str(empty), str(tmp_path / "o")]) == 1
+    assert f"{empty / 'config.json'}: model config is missing" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["model"]["n_layer"] = 5
+    (broken / "config.json").write_text(json.dumps(cfg))
+    (broken / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+    assert cli(["generate", str(broken), str(tmp_path / "o")]) == 1
+    assert "model.safetensors: weights" in capsys.readouterr().err
+    assert cli(["generate", str(model_dir), str(tmp_path / "o"), "--temperature", "-1"]) == 1
+    assert "command line: temperature must be > 0" in capsys.readouterr().err
