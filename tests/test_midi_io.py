@@ -69,7 +69,7 @@ def test_loads_handmade_file_and_times_are_right():
     (smf(b"\x00\xff\x03\x04name"), "no notes"),
     (smf(tempo(0) + note(60)), "absurd tempo"),
     (smf(tempo(999) + note(60)), "absurd tempo"),
-    (smf(note(60, delta=MAX_TICKS + 5)), "ticks"),
+    (smf(note(60, delta=MAX_TICKS + 5), division=1), "lasts"),
     (smf(b"\x00\x3c\x40" + note(60)), "data byte without a status byte"),
     (GOOD[:14], "no track chunk"),
 ])
@@ -132,3 +132,34 @@ def test_fuzz_mutated_midi_only_stage_errors(edits, cut):
         except StageError:
             continue
         assert 0 < len(ns.notes) <= 1_000_000 and ns.total_time < 12 * 3600
+
+
+def test_long_high_resolution_file_is_rescaled_and_loads():
+    # music21 writes 10080 ticks per quarter: 2**25 ticks are only 28 minutes at 120 bpm.
+    data = smf(tempo(500_000) + note(60, dur=10080) + note(62, dur=10080, delta=MAX_TICKS), division=10080)
+    ns = midi_bytes_to_note_sequence(data, "long.mid")
+    assert ns.ticks_per_quarter < 10080
+    starts = [round(n.start_time, 3) for n in ns.notes]
+    expected = (10080 + MAX_TICKS) / 10080 * 0.5
+    assert starts[0] == 0.0 and abs(ns.notes[1].start_time - expected) < 1e-3
+    assert [round(n.end_time - n.start_time, 3) for n in ns.notes] == [0.5, 0.5]
+
+
+def test_rescaling_keeps_every_event_of_a_real_file(sample_midis):
+    from ambientgen.music.midi_io import rescale_ticks
+
+    data = sample_midis[0].read_bytes()
+    small = rescale_ticks(data, max_ticks=scan_midi(data).max_tick // 7)
+    assert scan_midi(small).ticks_per_quarter < scan_midi(data).ticks_per_quarter
+    a, b = midi_bytes_to_note_sequence(data), midi_bytes_to_note_sequence(small)
+    assert [(n.pitch, n.velocity, n.program) for n in a.notes] == [(n.pitch, n.velocity, n.program) for n in b.notes]
+    slowest_qpm = min([t.qpm for t in a.tempos] or [120.0])
+    tick = 60 / slowest_qpm / scan_midi(small).ticks_per_quarter  # longest new tick, in seconds
+    for x, y in zip(a.notes, b.notes):  # half a tick of rounding at each tempo change: a few ticks at most
+        assert abs(x.start_time - y.start_time) <= 4 * tick and abs(x.end_time - y.end_time) <= 4 * tick
+
+
+def test_event_limit():
+    ccs = b"".join(b"\x00\xb0\x07" + bytes([i % 128]) for i in range(2000))
+    with pytest.raises(StageError, match="more than 1,000 MIDI events"):
+        midi_bytes_to_note_sequence(smf(ccs + note(60)), "cc.mid", MidiLimits(max_events=1000))

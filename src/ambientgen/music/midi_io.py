@@ -9,10 +9,14 @@ limit               default                    why
 ==================  =========================  ==================================================
 file size           64 MiB (``max_bytes``)     the parser holds every event in memory
 notes               1,000,000 (``max_notes``)  counted by the scan before parsing
+events              4,000,000 (``max_events``) every event becomes a Python object in mido
 duration            12 h (``max_seconds``)     absurdly slow tempi or huge delta times
-ticks per track     33,554,432 (2**25)         pretty_midi allocates one float per tick
 tempo               >= 1,000 us per quarter    (60,000 bpm) absurdly fast tempi squash notes to 0
 ==================  =========================  ==================================================
+
+pretty_midi builds a tick -> seconds table with one float per tick; a file whose last tick lies past
+2**25 (a 256 MiB table) is rewritten with fewer ticks per quarter note before parsing (times move by at
+most half a new tick), so long files at high resolutions still load.
 
 A file with no notes, a malformed header or a truncated track is refused too. ``limits`` can be changed
 per call (``MidiLimits``); the stages expose them as options.
@@ -24,6 +28,7 @@ import logging
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,8 +42,8 @@ log = logging.getLogger(__name__)
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 # pretty_midi allocates one float64 per tick (tick -> seconds table) and refuses more than its MAX_TICK
-# (1e7: only 6.3 h at 220 ticks per quarter and 120 bpm, too short for sleep music); ours is 2**25
-# (a 256 MiB table; 21 h at 220 ticks per quarter), checked by the scan before pretty_midi runs.
+# (1e7: only 6.3 h at 220 ticks per quarter and 120 bpm, 8 min at music21's 10080). Ours is 2**25 (a
+# 256 MiB table); a longer file is first rewritten with fewer ticks per quarter note (rescale_ticks).
 MAX_TICKS = 1 << 25
 MIN_TEMPO_US = 1_000  # microseconds per quarter note; faster is not music
 
@@ -50,6 +55,7 @@ class MidiLimits:
     max_bytes: int = 64 * 1024 * 1024
     max_notes: int = 1_000_000
     max_seconds: float = 12 * 3600.0
+    max_events: int = 4_000_000
 
 
 DEFAULT_LIMITS = MidiLimits()
@@ -87,12 +93,72 @@ _DATA_LEN = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
 _SYSTEM_LEN = {0xF1: 1, 0xF2: 2, 0xF3: 1}
 
 
-def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
-    """Walk the chunks and events of a Standard MIDI File without building objects.
+def _track_chunks(data: bytes, ntracks: int, pos: int) -> list[tuple[int, int]]:
+    """(start, end) of the data of each 'MTrk' chunk; other chunk types are skipped, as the standard says."""
+    out: list[tuple[int, int]] = []
+    while pos + 8 <= len(data) and len(out) < ntracks:
+        ctype = data[pos:pos + 4]
+        (clen,) = struct.unpack(">I", data[pos + 4:pos + 8])
+        start, end = pos + 8, pos + 8 + clen
+        pos = end
+        if ctype != b"MTrk":
+            continue
+        if end > len(data):
+            raise ValueError(f"track {len(out)} is truncated ({clen} bytes announced, {len(data) - start} present)")
+        out.append((start, end))
+    if not out:
+        raise ValueError("no track chunk ('MTrk') in the file")
+    return out
 
-    Raises ValueError with a human-readable cause when the structure is broken or a limit is exceeded.
-    Stops counting as soon as a limit is passed, so the cost is bounded by the limits, not the file.
+
+def _track_events(data: bytes, start: int, end: int, track: int) -> Iterator[tuple[int, int, int, int]]:
+    """Yield (absolute tick, first byte, end byte, status) of each event of one track chunk.
+
+    data[first:end] is the event without its delta time (without its status byte under running status);
+    status is 0xFF for meta events, 0xF0/0xF7 for sysex, else the (running) channel status.
     """
+    tick, i, status = 0, start, 0
+    while i < end:
+        delta, i = _vlq(data, i, end)
+        tick += delta
+        if i >= end:
+            raise ValueError(f"track {track} is truncated")
+        first = i
+        b = data[i]
+        if b == 0xFF:
+            if i + 2 > end:
+                raise ValueError(f"track {track}: truncated meta event")
+            mtype = data[i + 1]
+            mlen, i = _vlq(data, i + 2, end)
+            i += mlen
+            if i > end:
+                raise ValueError(f"track {track}: meta event runs past the end of the track")
+            yield tick, first, i, 0xFF
+            if mtype == 0x2F:
+                return
+        elif b in (0xF0, 0xF7):
+            slen, i = _vlq(data, i + 1, end)
+            i += slen
+            if i > end:
+                raise ValueError(f"track {track}: system exclusive message runs past the end of the track")
+            yield tick, first, i, b
+        elif b >= 0xF0:
+            i += 1 + _SYSTEM_LEN.get(b, 0)
+            yield tick, first, min(i, end), b
+        else:
+            if b & 0x80:
+                status = b
+                i += 1
+            elif not status:
+                raise ValueError(f"track {track}: data byte without a status byte")
+            i += _DATA_LEN[status & 0xF0]
+            if i > end:
+                raise ValueError(f"track {track}: truncated event")
+            yield tick, first, i, status
+
+
+def _header(data: bytes) -> tuple[int, int, int, int]:
+    """(format, ntracks, division, offset of the first chunk) of a Standard MIDI File, or ValueError."""
     if data[:4] == b"RIFF":
         raise ValueError("RIFF MIDI (.rmi) is not supported: extract the Standard MIDI File inside it")
     if len(data) < 14 or data[:4] != b"MThd":
@@ -107,73 +173,82 @@ def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
         raise ValueError("SMPTE time division is not supported")
     if division == 0:
         raise ValueError("malformed header: 0 ticks per quarter note")
-    pos = 8 + hlen
-    notes = 0
-    max_tick = 0
+    return fmt, ntracks, division, 8 + hlen
+
+
+def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
+    """Walk the chunks and events of a Standard MIDI File without building objects.
+
+    Raises ValueError with a human-readable cause when the structure is broken or a limit is exceeded.
+    Stops as soon as a limit is passed, so the cost is bounded by the limits, not by the file.
+    """
+    fmt, ntracks, division, pos = _header(data)
+    chunks = _track_chunks(data, ntracks, pos)
+    notes = events = max_tick = 0
     tempos: list[tuple[int, int]] = []
-    tracks = 0
-    while pos + 8 <= len(data) and tracks < ntracks:
-        ctype = data[pos:pos + 4]
-        (clen,) = struct.unpack(">I", data[pos + 4:pos + 8])
-        start, end = pos + 8, pos + 8 + clen
-        pos = end
-        if ctype != b"MTrk":
-            continue  # unknown chunks are skipped, as the standard says
-        if end > len(data):
-            raise ValueError(f"track {tracks} is truncated ({clen} bytes announced, {len(data) - start} present)")
-        tracks += 1
-        tick, i, status = 0, start, 0
-        while i < end:
-            delta, i = _vlq(data, i, end)
-            tick += delta
-            if tick > MAX_TICKS:
-                raise ValueError(f"track {tracks - 1} runs past {MAX_TICKS:,} ticks (too long, or corrupt)")
-            if i >= end:
-                raise ValueError(f"track {tracks - 1} is truncated")
-            b = data[i]
-            if b == 0xFF:
-                if i + 2 > end:
-                    raise ValueError(f"track {tracks - 1}: truncated meta event")
-                mtype = data[i + 1]
-                mlen, i = _vlq(data, i + 2, end)
-                if i + mlen > end:
-                    raise ValueError(f"track {tracks - 1}: meta event runs past the end of the track")
-                if mtype == 0x51 and mlen == 3:
-                    tempo = int.from_bytes(data[i:i + 3], "big")
+    for t, (start, end) in enumerate(chunks):
+        tick = 0
+        for tick, first, last, status in _track_events(data, start, end, t):
+            events += 1
+            if events > limits.max_events:
+                raise ValueError(f"more than {limits.max_events:,} MIDI events (limit max_events)")
+            if status == 0xFF:
+                if data[first + 1] == 0x51 and last - first == 6 and data[first + 2] == 3:
+                    tempo = int.from_bytes(data[first + 3:last], "big")
                     if tempo < MIN_TEMPO_US:
                         raise ValueError(f"absurd tempo: {tempo} microseconds per quarter note "
                                          f"(minimum {MIN_TEMPO_US})")
                     tempos.append((tick, tempo))
-                i += mlen
-                if mtype == 0x2F:
-                    break
-            elif b in (0xF0, 0xF7):
-                slen, i = _vlq(data, i + 1, end)
-                i += slen
-            elif b >= 0xF0:
-                i += 1 + _SYSTEM_LEN.get(b, 0)
-            else:
-                if b & 0x80:
-                    status = b
-                    i += 1
-                elif not status:
-                    raise ValueError(f"track {tracks - 1}: data byte without a status byte")
-                n = _DATA_LEN[status & 0xF0]
-                if i + n > end:
-                    raise ValueError(f"track {tracks - 1}: truncated event")
-                if status & 0xF0 == 0x90 and data[i + 1] > 0:
-                    notes += 1
-                    if notes > limits.max_notes:
-                        raise ValueError(f"more than {limits.max_notes:,} notes (limit max_notes)")
-                i += n
+            elif status & 0xF0 == 0x90 and data[last - 1] > 0:
+                notes += 1
+                if notes > limits.max_notes:
+                    raise ValueError(f"more than {limits.max_notes:,} notes (limit max_notes)")
         max_tick = max(max_tick, tick)
-    if tracks == 0:
-        raise ValueError("no track chunk ('MTrk') in the file")
     seconds = _ticks_to_seconds(max_tick, division, tempos)
     if seconds > limits.max_seconds:
         raise ValueError(f"lasts {seconds / 3600:.1f} h, more than the limit of {limits.max_seconds / 3600:.1f} h "
                          "(max_seconds)")
-    return MidiScan(fmt, ntracks, division, notes, max_tick, seconds)
+    return MidiScan(fmt, len(chunks), division, notes, max_tick, seconds)
+
+
+def rescale_ticks(data: bytes, max_ticks: int = MAX_TICKS) -> bytes:
+    """The same MIDI file with fewer ticks per quarter note, so that no event lies past max_ticks.
+
+    Every event is kept in its order with its bytes; only delta times and the header's division change,
+    so times move by at most half a new tick. Unknown chunks are dropped.
+    """
+    fmt, ntracks, division, pos = _header(data)
+    chunks = _track_chunks(data, ntracks, pos)
+    max_tick = 0
+    for t, (start, end) in enumerate(chunks):
+        for tick, *_ in _track_events(data, start, end, t):
+            max_tick = max(max_tick, tick)
+    if max_tick <= max_ticks:
+        return data
+    new_division = division * max_ticks // max_tick
+    if new_division < 1:
+        raise ValueError(f"runs to tick {max_tick:,} at {division} ticks per quarter note (too long, or corrupt)")
+    out = bytearray(b"MThd" + struct.pack(">IHHH", 6, fmt, len(chunks), new_division))
+    for t, (start, end) in enumerate(chunks):
+        track = bytearray()
+        prev = 0
+        for tick, first, last, _ in _track_events(data, start, end, t):
+            new_tick = (tick * new_division + division // 2) // division
+            track += _vlq_bytes(new_tick - prev)
+            track += data[first:last]
+            prev = new_tick
+        out += b"MTrk" + struct.pack(">I", len(track)) + track
+    return bytes(out)
+
+
+def _vlq_bytes(n: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append(0x80 | (n & 0x7F))
+        n >>= 7
+    return bytes(reversed(out))
 
 
 def _ticks_to_seconds(tick: int, division: int, tempos: list[tuple[int, int]]) -> float:
@@ -197,6 +272,10 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
                                f"{limits.max_bytes / 2**20:.0f} MiB")
     try:
         scan = scan_midi(data, limits)
+        if scan.notes and scan.max_tick > MAX_TICKS:
+            log.debug("%s: %s ticks at %d per quarter note; rescaling for the parser", name, scan.max_tick,
+                      scan.ticks_per_quarter)
+            data = rescale_ticks(data, MAX_TICKS)
     except ValueError as exc:
         raise StageError(name, f"not a usable MIDI file: {exc}") from None
     if scan.notes == 0:
