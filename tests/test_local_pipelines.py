@@ -197,8 +197,8 @@ def test_glob_cross_union_through_the_runner(tmp_path):
         p = tmp_path / "tree" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(rel)
-    store.put_files("tree", [tmp_path / "tree"], dest="/")
-    store.put_files("left", [tmp_path / "tree" / "a"])  # /a/x.txt, /a/y.txt
+    store.put_files("tree", [tmp_path / "tree"], dest="/tree")
+    store.put_files("left", [tmp_path / "tree" / "a"], dest="a")  # /a/x.txt, /a/y.txt
     store.put_files("right", [tmp_path / "tree" / "b" / "z.txt", tmp_path / "tree" / "top.txt"])
     specs = tmp_path / "specs"
     listing = ["sh", "-c", 'cd /pfs/tree && find . -type f | sort > /pfs/out/"$PACH_DATUM_ID"']
@@ -313,11 +313,13 @@ def test_store_path_with_spaces_and_symlinked_outputs(tmp_path):
                                                        "/pfs/out/link.txt"])
     write_spec(specs, "escape", pfs("in"), ["sh", "-c", "ln -s /etc/hostname /pfs/out/stolen"], datumTries=1)
     write_spec(specs, "empty", pfs("in", "/*.mp3"), ["sh", "-c", "exit 1"])
+    write_spec(specs, "globby", pfs("in"), ["sh", "-c", "echo x > '/pfs/out/take (1).txt'"], datumTries=1)
     res = by_pipeline(run_pipelines(store, specs))
     assert res["plain"].state == "JOB_SUCCESS", res["plain"].datums[0].error
     assert store.read_file("plain", "copy.txt") == store.read_file("plain", "link.txt") == b"alpha"
     assert res["escape"].state == "JOB_FAILURE"
     assert "symlink leaving the datum's folders" in res["escape"].datums[0].error
+    assert "PFS refuses the characters" in res["globby"].datums[0].error
     # no datum matched: the job succeeds with an empty commit, as in Pachyderm
     assert (res["empty"].state, res["empty"].total) == ("JOB_SUCCESS", 0)
     assert store.resolve("empty").files == {}

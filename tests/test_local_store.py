@@ -37,14 +37,14 @@ def sha(b: bytes) -> str:
 def test_folder_goes_in_one_commit_with_content_addressed_blobs(store, music):
     c = store.put_files("audio-unprocessed", [music])
     assert store.list_commits("audio-unprocessed") == [c]
-    assert sorted(c.files) == ["music/Forêt de nuit – pluie.mp3", "music/sub/deep.mp3", "music/waves.mp3"]
-    e = c.files["music/waves.mp3"]
+    assert sorted(c.files) == ["Forêt de nuit – pluie.mp3", "sub/deep.mp3", "waves.mp3"]
+    e = c.files["waves.mp3"]
     assert e["hash"] == sha(b"ID3 waves" * 50) and e["size"] == 450
     assert store.blob_path(e["hash"]).read_bytes() == b"ID3 waves" * 50
     # files directly, with --dest; the second commit keeps the first commit's files
     c2 = store.put_files("audio-unprocessed", [music / "waves.mp3", music / "sub" / "deep.mp3"], dest="/flat")
     assert c2.parent == c.id
-    assert {"flat/waves.mp3", "flat/deep.mp3", "music/waves.mp3"} <= set(c2.files)
+    assert {"flat/waves.mp3", "flat/deep.mp3", "waves.mp3"} <= set(c2.files)
     assert [x.id for x in store.list_commits("audio-unprocessed")] == [c2.id, c.id]
     # the earlier commit is unchanged (immutable)
     assert set(store.resolve("audio-unprocessed", c.id).files) == set(c.files)
@@ -53,7 +53,8 @@ def test_folder_goes_in_one_commit_with_content_addressed_blobs(store, music):
 
 
 def test_list_get_export_delete(store, music, tmp_path):
-    store.put_files("a", [music])
+    (music / ".DS_Store").write_bytes(b"hidden")
+    store.put_files("a", [music], dest="/music")
     top = store.list_files("a", None, "/")
     assert [(f.display(), f.type) for f in top] == [("/music/", "dir")]
     inner = store.list_files("a", "master", "/music")
@@ -129,6 +130,18 @@ def test_nul_and_too_long_names_are_refused(store, music, tmp_path):
     assert list(store.put_files("r", [ok]).files) == [ok.name]
     r = local_cli("put-file", "r", str(music / "waves.mp3"), "--dest", "../../x", "--store", str(tmp_path / "s2"))
     assert r.returncode == 1 and "'..' components are not allowed" in r.stderr
+
+
+def test_pfs_glob_characters_are_mapped_like_on_a_cluster(store, tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "Forêt n°1 (live).mp3").write_bytes(b"1")
+    (d / "what?.mp3").write_bytes(b"2")
+    c = store.put_files("r", [d])
+    assert sorted(c.files) == ["Forêt n°1 _live_.mp3", "what_.mp3"]
+    (d / "what_.mp3").write_bytes(b"3")
+    with pytest.raises(StoreError, match="same path"):
+        store.put_files("r", [d])
 
 
 def test_bad_repo_names_are_refused(store, music):

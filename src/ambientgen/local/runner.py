@@ -24,7 +24,17 @@ from pathlib import Path
 
 from ..util import progress
 from .specs import Datum, PipelineSpec, datums_for, load_specs, topo_order
-from .store import CRASH_ENV, Store, StoreError, clean_repo_path, crash_point, new_id, now_iso, safe_join
+from .store import (
+    CRASH_ENV,
+    PFS_GLOB_CHARS,
+    Store,
+    StoreError,
+    clean_repo_path,
+    crash_point,
+    new_id,
+    now_iso,
+    safe_join,
+)
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +352,9 @@ def _collect_outputs(store: Store, out_dir: Path, staging: Path) -> dict[str, di
                 rel = clean_repo_path(rel, "output file name")
             except StoreError as exc:
                 raise StoreError(exc.cause) from None
+            if PFS_GLOB_CHARS.search(rel):
+                raise StoreError(f"output /{rel}: PFS refuses the characters *?[]{{}}!()@+^ in paths "
+                                 "(the job would fail on a cluster too)")
             real = os.path.realpath(fp)
             if os.path.commonpath([staging_abs, real]) != staging_abs:
                 raise StoreError(f"output /{rel} is a symlink leaving the datum's folders")

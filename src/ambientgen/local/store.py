@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 BRANCH = "master"
 NAME_MAX = 255  # bytes in one path component (Linux)
 PATH_MAX = 4096
+PFS_GLOB_CHARS = re.compile(r"[*?\[\]{}!()@+^]")  # PFS refuses these in file paths
 _REPO_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 CRASH_ENV = "AMBIENTGEN_LOCAL_CRASH_AT"
 _crash_counts: dict[str, int] = {}
@@ -508,10 +509,12 @@ class Store:
     # ------------------------------------------------------------------ put / delete
     def put_files(self, repo: str, paths: Iterable[str | os.PathLike], dest: str = "/", message: str = "",
                   wait: bool = False, create: bool = True) -> Commit:
-        """Like ``pachctl put file -r``: put files (a folder puts every file under it) in ONE new commit.
+        """Put files in ONE new commit (like one ``pachctl put file`` commit); returns the commit.
 
-        A file goes to ``dest/<its name>``; a folder's files keep their paths below the folder's name
-        (``put_files(r, ["music/"])`` -> ``/music/a.mp3``). Existing paths are overwritten.
+        A file goes to ``dest/<its name>``; a folder puts every file under it (hidden ones skipped) at
+        ``dest/<path relative to the folder>``, as ``make put-mp3`` does on a cluster, so that a ``/*`` glob
+        gives one datum per file. Characters PFS refuses in paths (``*?[]{}!()@+^``) become ``_``, as
+        there. Existing paths are overwritten.
         """
         check_repo_name(repo)
         dest_clean = clean_repo_path(dest, "destination")
@@ -526,16 +529,17 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot read: {exc.strerror}", raw) from None
             if src.is_dir():
-                base = src.resolve().name
                 for dirpath, dirnames, filenames in os.walk(src):
-                    dirnames.sort()
+                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                     for fn in sorted(filenames):
+                        if fn.startswith("."):
+                            continue
                         fp = Path(dirpath) / fn
                         if not fp.is_file():
                             log.warning("%s: not a regular file, skipped", fp)
                             continue
                         rel = fp.relative_to(src).as_posix()
-                        plan.append((self._target(dest_clean, f"{base}/{rel}", fp), fp))
+                        plan.append((self._target(dest_clean, rel, fp), fp))
             elif not src.is_file():
                 raise StoreError("not a regular file", raw)
             else:
@@ -545,7 +549,9 @@ class Store:
         targets = [t for t, _ in plan]
         dupes = {t for t in targets if targets.count(t) > 1}
         if dupes:
-            raise StoreError(f"two inputs would be stored at the same path: {sorted(dupes)[:3]}")
+            clash = sorted(str(s) for t, s in plan if t in dupes)[:4]
+            raise StoreError(f"these files would be stored at the same path ({sorted(dupes)[0]}): {clash}; "
+                             "rename one of them")
         with self.writer(wait=wait, what=f"put-file {repo}"):
             if not self.repo_exists(repo):
                 if not create:
@@ -577,9 +583,13 @@ class Store:
     @staticmethod
     def _target(dest: str, rel: str, src: Path) -> str:
         try:
-            return clean_repo_path(f"{dest}/{rel}" if dest else rel, "file name")
+            target = clean_repo_path(f"{dest}/{rel}" if dest else rel, "file name")
         except StoreError as exc:
             raise StoreError(exc.cause, src) from None
+        mapped = PFS_GLOB_CHARS.sub("_", target)
+        if mapped != target:
+            log.warning("%s: stored as /%s (PFS refuses the characters *?[]{}!()@+^ in paths)", src, mapped)
+        return mapped
 
     def delete_files(self, repo: str, paths: Iterable[str], wait: bool = False) -> Commit:
         """A new commit without the given paths (a directory path deletes everything under it)."""
