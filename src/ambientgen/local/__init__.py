@@ -18,7 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "Commit": "store", "FileInfo": "store", "Store": "store", "StoreBusy": "store", "StoreError": "store",
-    "PipelineSpec": "specs", "glob_matches": "specs", "load_specs": "specs", "parse_spec": "specs",
+    "PipelineSpec": "specs", "default_pipelines_dir": "specs", "glob_matches": "specs", "load_specs": "specs", "parse_spec": "specs",
     "topo_order": "specs",
     "DatumResult": "runner", "JobResult": "runner", "find_job": "runner", "list_jobs": "runner",
     "read_logs": "runner", "run_pipeline": "runner", "run_pipelines": "runner",

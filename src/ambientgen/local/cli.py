@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = add("run", "bring every pipeline's output repo up to date with its inputs", json_flag=True, wait=True)
     p.add_argument("pipelines", nargs="*", metavar="PIPELINE", help="only these pipelines (default: all)")
     p.add_argument("--pipelines", dest="pipelines_dir", default=None,
-                   help="folder of pipeline specs (default: $AMBIENTGEN_PIPELINES or ./pipelines)")
+                   help="folder of pipeline specs (default: $AMBIENTGEN_PIPELINES, ./pipelines, or the "
+                        "checkout's pipelines/)")
     p.add_argument("--parallelism", type=int, default=1, help="datums run at the same time (default 1)")
 
     p = add("list-pipeline", "list the pipeline specs and their state", json_flag=True)
@@ -110,7 +111,10 @@ def store_root(args: argparse.Namespace) -> Path:
 
 
 def pipelines_root(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "pipelines_dir", None) or os.environ.get("AMBIENTGEN_PIPELINES") or "pipelines")
+    from .specs import default_pipelines_dir
+
+    given = getattr(args, "pipelines_dir", None)
+    return Path(given) if given else default_pipelines_dir()
 
 
 def parse_ref(ref: str, need_path: bool = False) -> tuple[str, str | None, str]:
@@ -150,9 +154,14 @@ def main(args: argparse.Namespace) -> int:
 
     cmd = args.local_command
     readonly = cmd not in ("create-repo", "put-file", "delete-file", "run")
-    store = Store(store_root(args), create=not readonly)
+    if cmd == "list-pipeline" and not (store_root(args) / "repos").is_dir():
+        store = None  # nothing has run yet: the specs are still listed
+    else:
+        store = Store(store_root(args), create=not readonly)
 
-    if cmd == "create-repo":
+    if store is None:
+        pass
+    elif cmd == "create-repo":
         with store.writer(wait=args.wait, what="create-repo"):
             store.create_repo(args.repo, description=args.description)
         print(f"created repo {args.repo}")
@@ -240,13 +249,13 @@ def main(args: argparse.Namespace) -> int:
             for r in results:
                 print(r.summary())
         return 0 if all(r.ok for r in results) else 1
-    elif cmd == "list-pipeline":
+    if cmd == "list-pipeline":
         specs = load_specs(pipelines_root(args))
         rows, out = [], []
         for name in topo_order(specs):
             s = specs[name]
-            jobs = list_jobs(store, name) if (store.root / "jobs").exists() else []
-            head = store.head(name) if store.repo_exists(name) else None
+            jobs = list_jobs(store, name) if store else []
+            head = store.head(name) if store and store.repo_exists(name) else None
             state = "never run"
             if head:
                 c = store.get_commit(name, head)

@@ -146,6 +146,18 @@ def parse_spec(spec: dict, path: Path | None = None) -> PipelineSpec:
     return PipelineSpec(name=name, spec=spec, path=path, inputs=inputs)
 
 
+def default_pipelines_dir() -> Path:
+    """$AMBIENTGEN_PIPELINES, else ./pipelines, else the pipelines/ folder of the checkout this package runs from."""
+    env = os.environ.get("AMBIENTGEN_PIPELINES")
+    if env:
+        return Path(env)
+    here = Path("pipelines")
+    if here.is_dir():
+        return here
+    checkout = Path(__file__).resolve().parents[3] / "pipelines"
+    return checkout if checkout.is_dir() else here
+
+
 def load_specs(pipelines_dir: str | os.PathLike) -> dict[str, PipelineSpec]:
     """Every ``*.json`` spec in a folder, by pipeline name."""
     d = Path(pipelines_dir)
