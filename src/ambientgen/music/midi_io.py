@@ -9,14 +9,15 @@ limit               default                    why
 ==================  =========================  ==================================================
 file size           64 MiB (``max_bytes``)     the parser holds every event in memory
 notes               1,000,000 (``max_notes``)  counted by the scan before parsing
-events              4,000,000 (``max_events``) every event becomes a Python object in mido
+events              4,000,000 (``max_midi_events``) every event becomes a Python object in mido
 duration            12 h (``max_seconds``)     absurdly slow tempi or huge delta times
 tempo               >= 1,000 us per quarter    (60,000 bpm) absurdly fast tempi squash notes to 0
 ==================  =========================  ==================================================
 
-pretty_midi builds a tick -> seconds table with one float per tick; a file whose last tick lies past
-2**25 (a 256 MiB table) is rewritten with fewer ticks per quarter note before parsing (times move by at
-most half a new tick), so long files at high resolutions still load.
+pretty_midi builds a tick -> seconds table with one float per tick (and refuses 1e7 ticks: 8 minutes at
+music21's 10,080 ticks per quarter note). A file whose last tick lies past 2**22 is rewritten with fewer
+ticks per quarter note before parsing, down to 1 ms per tick at its slowest tempo (times move by at most
+half a new tick, far below the encoding's 10 ms), so long high-resolution files load, and 5x faster.
 
 A file with no notes, a malformed header or a truncated track is refused too. ``limits`` can be changed
 per call (``MidiLimits``); the stages expose them as options.
@@ -42,9 +43,10 @@ log = logging.getLogger(__name__)
 
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
 # pretty_midi allocates one float64 per tick (tick -> seconds table) and refuses more than its MAX_TICK
-# (1e7: only 6.3 h at 220 ticks per quarter and 120 bpm, 8 min at music21's 10080). Ours is 2**25 (a
-# 256 MiB table); a longer file is first rewritten with fewer ticks per quarter note (rescale_ticks).
+# (1e7: only 6.3 h at 220 ticks per quarter and 120 bpm, 8 min at music21's 10080). A file past
+# TABLE_TICKS (a 32 MiB table) is parsed at fewer ticks per quarter note (rescale_ticks), never past MAX_TICKS.
 MAX_TICKS = 1 << 25
+TABLE_TICKS = 1 << 22
 MIN_TEMPO_US = 1_000  # microseconds per quarter note; faster is not music
 
 
@@ -55,7 +57,7 @@ class MidiLimits:
     max_bytes: int = 64 * 1024 * 1024
     max_notes: int = 1_000_000
     max_seconds: float = 12 * 3600.0
-    max_events: int = 4_000_000
+    max_midi_events: int = 4_000_000
 
 
 DEFAULT_LIMITS = MidiLimits()
@@ -71,6 +73,7 @@ class MidiScan:
     notes: int
     max_tick: int
     seconds: float
+    max_tempo_us: int = 500_000  # the slowest tempo (microseconds per quarter note)
 
 
 def _vlq(data: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -190,8 +193,8 @@ def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
         tick = 0
         for tick, first, last, status in _track_events(data, start, end, t):
             events += 1
-            if events > limits.max_events:
-                raise ValueError(f"more than {limits.max_events:,} MIDI events (limit max_events)")
+            if events > limits.max_midi_events:
+                raise ValueError(f"more than {limits.max_midi_events:,} MIDI events (limit max_midi_events)")
             if status == 0xFF:
                 if data[first + 1] == 0x51 and last - first == 6 and data[first + 2] == 3:
                     tempo = int.from_bytes(data[first + 3:last], "big")
@@ -208,26 +211,19 @@ def scan_midi(data: bytes, limits: MidiLimits = DEFAULT_LIMITS) -> MidiScan:
     if seconds > limits.max_seconds:
         raise ValueError(f"lasts {seconds / 3600:.1f} h, more than the limit of {limits.max_seconds / 3600:.1f} h "
                          "(max_seconds)")
-    return MidiScan(fmt, len(chunks), division, notes, max_tick, seconds)
+    initial = [] if any(tick == 0 for tick, _ in tempos) else [500_000]  # 120 bpm until the first tempo event
+    slowest = max([t for _, t in tempos] + initial)
+    return MidiScan(fmt, len(chunks), division, notes, max_tick, seconds, slowest)
 
 
-def rescale_ticks(data: bytes, max_ticks: int = MAX_TICKS) -> bytes:
-    """The same MIDI file with fewer ticks per quarter note, so that no event lies past max_ticks.
+def rescale_ticks(data: bytes, new_division: int) -> bytes:
+    """The same MIDI file at new_division ticks per quarter note.
 
     Every event is kept in its order with its bytes; only delta times and the header's division change,
     so times move by at most half a new tick. Unknown chunks are dropped.
     """
     fmt, ntracks, division, pos = _header(data)
     chunks = _track_chunks(data, ntracks, pos)
-    max_tick = 0
-    for t, (start, end) in enumerate(chunks):
-        for tick, *_ in _track_events(data, start, end, t):
-            max_tick = max(max_tick, tick)
-    if max_tick <= max_ticks:
-        return data
-    new_division = division * max_ticks // max_tick
-    if new_division < 1:
-        raise ValueError(f"runs to tick {max_tick:,} at {division} ticks per quarter note (too long, or corrupt)")
     out = bytearray(b"MThd" + struct.pack(">IHHH", 6, fmt, len(chunks), new_division))
     for t, (start, end) in enumerate(chunks):
         track = bytearray()
@@ -239,6 +235,20 @@ def rescale_ticks(data: bytes, max_ticks: int = MAX_TICKS) -> bytes:
             prev = new_tick
         out += b"MTrk" + struct.pack(">I", len(track)) + track
     return bytes(out)
+
+
+def parse_division(scan: MidiScan) -> int:
+    """Ticks per quarter note to parse the file at: its own, or fewer when its tick table would be large.
+
+    Above TABLE_TICKS ticks the resolution drops towards 1 ms per tick at the slowest tempo (never below),
+    and always far enough to stay under MAX_TICKS.
+    """
+    division = scan.ticks_per_quarter
+    if scan.max_tick <= TABLE_TICKS:
+        return division
+    fine_enough = -(-scan.max_tempo_us // 1000)  # 1 ms per tick at the slowest tempo
+    wanted = max(division * TABLE_TICKS // scan.max_tick, fine_enough)
+    return min(division, wanted, division * MAX_TICKS // scan.max_tick)
 
 
 def _vlq_bytes(n: int) -> bytes:
@@ -272,10 +282,14 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
                                f"{limits.max_bytes / 2**20:.0f} MiB")
     try:
         scan = scan_midi(data, limits)
-        if scan.notes and scan.max_tick > MAX_TICKS:
-            log.debug("%s: %s ticks at %d per quarter note; rescaling for the parser", name, scan.max_tick,
-                      scan.ticks_per_quarter)
-            data = rescale_ticks(data, MAX_TICKS)
+        division = parse_division(scan)
+        if scan.notes and division != scan.ticks_per_quarter:
+            if division < 1:
+                raise ValueError(f"runs to tick {scan.max_tick:,} at {scan.ticks_per_quarter} ticks per quarter "
+                                 "note (too long, or corrupt)")
+            log.debug("%s: %s ticks at %d per quarter note; parsing at %d", name, scan.max_tick,
+                      scan.ticks_per_quarter, division)
+            data = rescale_ticks(data, division)
     except ValueError as exc:
         raise StageError(name, f"not a usable MIDI file: {exc}") from None
     if scan.notes == 0:
@@ -283,8 +297,8 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
     import note_seq
     import pretty_midi
 
-    if pretty_midi.pretty_midi.MAX_TICK < MAX_TICKS + 1:
-        pretty_midi.pretty_midi.MAX_TICK = MAX_TICKS + 1
+    if pretty_midi.pretty_midi.MAX_TICK < MAX_TICKS + 16:
+        pretty_midi.pretty_midi.MAX_TICK = MAX_TICKS + 16
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pretty_midi warns about tempo events on non-zero tracks etc.
