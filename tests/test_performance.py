@@ -170,3 +170,13 @@ def test_encode_decode_encode_is_stable(notes):
 @pytest.mark.parametrize("velocity,expected", [(1, 1), (4, 1), (5, 2), (100, 25), (127, 32), (0, 1), (300, 32)])
 def test_velocity_bins(velocity, expected):
     assert P.velocity_to_bin(velocity) == expected
+
+
+def test_sustain_pedal_is_applied_when_present():
+    ns = make_ns([(0.0, 0.2, 60, 80), (0.5, 0.1, 62, 80)])
+    ns.control_changes.add(time=0.0, control_number=64, control_value=127)
+    ns.control_changes.add(time=1.0, control_number=64, control_value=0)
+    ends = sorted(n.end_time for n in P.decode(P.encode(ns)).notes)
+    assert ends == [1.0, 1.0]
+    ends = sorted(n.end_time for n in P.decode(P.encode(ns, sustain=False)).notes)
+    assert ends == [0.2, 0.6]

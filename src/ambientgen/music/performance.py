@@ -67,8 +67,21 @@ def quantize(seconds: np.ndarray) -> np.ndarray:
     return (np.asarray(seconds, dtype=np.float64) * STEPS_PER_SECOND + 0.5).astype(np.int64)
 
 
-def note_arrays(ns: NoteSequence, drop_drums: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(start seconds, end seconds, pitch, velocity) arrays of a NoteSequence's notes, in proto order."""
+SUSTAIN_CC = 64
+
+
+def note_arrays(ns: NoteSequence, drop_drums: bool = True,
+                sustain: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(start seconds, end seconds, pitch, velocity) arrays of a NoteSequence's notes, in proto order.
+
+    With sustain=True a sequence that has sustain pedal events (CC 64) gets them applied first, as
+    score2perf does (note_seq.sequences_lib.apply_sustain_control_changes); one without pedal, like every
+    transcription, is used as it is.
+    """
+    if sustain and any(cc.control_number == SUSTAIN_CC for cc in ns.control_changes):
+        from note_seq import sequences_lib
+
+        ns = sequences_lib.apply_sustain_control_changes(ns, SUSTAIN_CC)
     notes = [n for n in ns.notes if not (drop_drums and n.is_drum)]
     start = np.fromiter((n.start_time for n in notes), dtype=np.float64, count=len(notes))
     end = np.fromiter((n.end_time for n in notes), dtype=np.float64, count=len(notes))
@@ -136,13 +149,13 @@ def encode_arrays(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, velocit
     return out
 
 
-def encode(ns: NoteSequence, drop_drums: bool = True) -> np.ndarray:
+def encode(ns: NoteSequence, drop_drums: bool = True, sustain: bool = True) -> np.ndarray:
     """NoteSequence -> int64 event ids (offset by the 2 reserved ids, no EOS), all instruments merged.
 
-    Apply the sustain pedal first (note_seq.sequences_lib.apply_sustain_control_changes) if the sequence
-    has one; a sequence without pedal encodes as it is. Drum notes are dropped unless drop_drums=False.
+    The sustain pedal is applied when the sequence has one (sustain=False: notes as they are); a sequence
+    without pedal encodes as it is. Drum notes are dropped unless drop_drums=False.
     """
-    return encode_arrays(*note_arrays(ns, drop_drums=drop_drums))
+    return encode_arrays(*note_arrays(ns, drop_drums=drop_drums, sustain=sustain))
 
 
 def decode(ids: Iterable[int] | np.ndarray, program: int = 0) -> NoteSequence:

@@ -53,7 +53,6 @@ SPLITS = ("train", "eval", "test")
 PREPROCESS_VERSION = 1
 DEFAULT_STRETCH = (0.95, 0.975, 1.0, 1.025, 1.05)
 DEFAULT_TRANSPOSE = (-3, -2, -1, 0, 1, 2, 3)
-SUSTAIN_CC = 64
 
 
 @dataclass
@@ -128,11 +127,7 @@ def augment_arrays(notes: tuple[np.ndarray, ...], stretch: float, transpose: int
 
 def performance_notes(ns: Any) -> tuple[np.ndarray, ...]:
     """Notes as the encoder sees them: sustain pedal applied when present, drums dropped."""
-    if any(cc.control_number == SUSTAIN_CC for cc in ns.control_changes):
-        from note_seq import sequences_lib
-
-        ns = sequences_lib.apply_sustain_control_changes(ns, SUSTAIN_CC)
-    return perf.note_arrays(ns, drop_drums=True)
+    return perf.note_arrays(ns, drop_drums=True, sustain=True)
 
 
 # ---- per-file cache: content hash -> raw NoteSequence bytes + preprocessed note arrays (.npz, no pickle) ----
