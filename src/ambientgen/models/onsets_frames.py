@@ -365,6 +365,16 @@ class Transcriber:
         self.chunk_frames = chunk_frames
         self.context_frames = context_frames
 
+    @property
+    def sample_rate(self) -> int:
+        """The rate the network was trained at; other rates are resampled in transcribe()."""
+        return self.cfg.features.sample_rate
+
+    def parameters(self) -> dict[str, Any]:
+        """Decoding settings, for sidecars."""
+        return {"onset_threshold": self.onset_threshold, "frame_threshold": self.frame_threshold,
+                "sample_rate": self.sample_rate}
+
     def predict(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """Onset/frame probabilities and velocities, each (frames, 88), for mono or (n, channels) audio."""
         import torch

@@ -26,6 +26,7 @@ EXAMPLES = """
 """
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3
+DEFAULT_LR = 6e-4  # the paper's Adam learning rate
 
 
 class TrainingData:
@@ -147,7 +148,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 10_000, minutes: float | None = None,
-          resume: bool = False, batch_size: int = 8, seq_frames: int = 160, lr: float = 6e-4,
+          resume: bool = False, batch_size: int = 8, seq_frames: int = 160, lr: float | None = None,
           pieces: int = 200, seed: int = 0, checkpoint_every: int = 500, threads: int | None = None,
           model_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train until `steps` (total, counting resumed ones) or `minutes` (this run) is reached; returns the state."""
@@ -172,15 +173,22 @@ def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 
     cfg = load_config(ckpt / "config.json") if ckpt else ModelConfig.from_json(
         {**ModelConfig().to_json(), **(model_config or {})})
     model = build_model(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr or DEFAULT_LR)
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "batch_size": batch_size,
-                             "seq_frames": seq_frames, "lr": lr}
+                             "seq_frames": seq_frames, "lr": lr or DEFAULT_LR}
     if ckpt:
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         _load_optimizer(opt, ckpt / "optimizer.safetensors")
         state = json.loads((ckpt / "state.json").read_text())
+        if lr is not None and lr != state.get("lr"):  # a learning rate given for this run wins
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+            state["lr"] = lr
+        state.setdefault("runs", []).append({"from_step": state["step"], "batch_size": batch_size,
+                                             "seq_frames": seq_frames, "threads": threads,
+                                             "lr": state["lr"]})
         log.info("resumed from %s (step %d)", ckpt, state["step"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.98 ** ((state["step"]) / 1000))
     n_params = sum(p.numel() for p in model.parameters())
@@ -250,7 +258,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT_DIR")
     p.add_argument("--batch-size", type=int, default=8, help="examples per step (8)")
     p.add_argument("--seq-frames", type=int, default=160, help="frames per example crop, 32 ms each (160 = 5.1 s)")
-    p.add_argument("--lr", type=float, default=6e-4, help="Adam learning rate (6e-4, as in the paper)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 6e-4 as in the paper; on --resume: the saved one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (500)")
     p.add_argument("--export", default=None, metavar="DIR",
