@@ -217,3 +217,13 @@ def test_cli_exit_status(tmp_path, sample_midis):
     assert main(["make-dataset", str(tmp_path / "missing"), str(tmp_path / "o3")]) == 1
     summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
     assert summary["settings"]["max_events"] == 256 and summary["rejected"][0]["file"] == "bad.mid"
+
+
+def test_parallel_readers_give_the_same_data_set(midi_dir, tmp_path, built):
+    import dataclasses
+
+    out, first, opts = built
+    par = make_dataset(midi_dir, tmp_path / "par", dataclasses.replace(opts, cache_dir=None, jobs=2))
+    assert par["splits"] == first["splits"] and par["rejected"] == first["rejected"]
+    for f in (out / "performance").iterdir():
+        assert f.read_bytes() == (tmp_path / "par" / "performance" / f.name).read_bytes()

@@ -40,6 +40,14 @@ from ..music.midi_io import MidiLimits, is_midi_path, midi_bytes_to_note_sequenc
 from ..util import StageError, atomic_path, iter_files, progress, write_json
 
 HELP = "MIDI files -> NoteSequence + Music Transformer TFRecord data set (train/eval/test)"
+DESCRIPTION = """MIDI files -> NoteSequence + Music Transformer TFRecord data set (train/eval/test).
+
+Writes OUTPUT_DIR/notesequences/{train,eval,test}.tfrecord (NoteSequence records),
+OUTPUT_DIR/performance/{train,eval,test}.tfrecord (tf.train.Example, int64 feature 'targets': score2perf
+performance ids, vocabulary 390 with PAD 0 and EOS 1) and OUTPUT_DIR/summary.json.
+Files go to a split by a hash of their path (about 90/5/5; adding a file never moves another). Train files
+are augmented (stretch x transposition, as score2perf). A bad MIDI file is named, listed in summary.json and
+skipped; the exit status is 1 only when no file could be used (or, with --strict, when any was rejected)."""
 EXAMPLES = """
   ambientgen make-dataset /pfs/midi /pfs/out
   ambientgen make-dataset midi/ dataset/ --max-events 1024 --hop 512
@@ -70,6 +78,7 @@ class DatasetOptions:
     eos: bool = True
     limits: MidiLimits = field(default_factory=MidiLimits)
     cache_dir: str | None = None  # None: no cache
+    jobs: int = 1  # worker processes reading MIDI files
 
     def augmentations(self, split: str) -> list[tuple[float, int]]:
         """(stretch, transpose) pairs to encode for a file of this split (identity only outside train)."""
@@ -253,6 +262,48 @@ def _load(path: Path, rel: str, cache: NoteCache, limits: MidiLimits, collection
     return ns, arrays
 
 
+def _load_one(path: Path, rel: str, cache_root: str | None, limits: MidiLimits,
+              collection: str) -> tuple[bytes | None, tuple | None, str | None, int, int]:
+    """One file, in this process or a worker: (NoteSequence bytes, note arrays, reason refused, hits, misses).
+
+    Any failure becomes a reason: one bad file never stops the others.
+    """
+    cache = NoteCache(cache_root, limits)
+    try:
+        ns, arrays = _load(path, rel, cache, limits, collection)
+        return ns.SerializeToString(), arrays, None, cache.hits, cache.misses
+    except StageError as exc:
+        reason = exc.cause
+    except OSError as exc:
+        reason = f"cannot read: {exc.strerror or exc}"
+    except Exception as exc:  # a parser or note_seq bug on a strange file
+        log.debug("%s: unexpected error", path, exc_info=True)
+        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+    return None, None, reason, cache.hits, cache.misses
+
+
+def _ordered_map(fn: Any, items: list[tuple], jobs: int) -> Iterator[Any]:
+    """fn(*item) for each item, in order; with jobs > 1 in worker processes, at most 2 x jobs ahead."""
+    if jobs <= 1 or len(items) <= 1:
+        for item in items:
+            yield fn(*item)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from itertools import islice
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        it = iter(items)
+        pending = deque(pool.submit(fn, *item) for item in islice(it, 2 * jobs))
+        while pending:
+            fut = pending.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(fn, *nxt))
+            yield fut.result()
+
+
 def _assign_splits(rels: list[str], opts: DatasetOptions) -> dict[str, str]:
     splits = {rel: split_of(rel, opts.eval_percent, opts.test_percent) for rel in rels}
     if rels and "train" not in splits.values():
@@ -296,22 +347,26 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         for split in SPLITS:
             writers["ns", split] = RecordWriter(output_dir / "notesequences" / f"{split}.tfrecord")
             writers["perf", split] = RecordWriter(output_dir / "performance" / f"{split}.tfrecord")
-        for path, rel in progress(list(zip(midis, rels)), "make-dataset", unit="file"):
+        from note_seq.protobuf import music_pb2
+
+        cache_root = str(cache.root) if cache.root else None
+        work = [(path, rel, cache_root, opts.limits, collection) for path, rel in zip(midis, rels)]
+        loaded = _ordered_map(_load_one, work, opts.jobs)
+        for (path, rel), (ns_bytes, arrays, reason, hits, misses) in progress(
+                zip(zip(midis, rels), loaded), "make-dataset", total=len(midis), unit="file"):
+            cache.hits += hits
+            cache.misses += misses
             split = splits[rel]
-            try:
-                ns, arrays = _load(path, rel, cache, opts.limits, collection)
-            except StageError as exc:
-                log.error("%s", exc)
-                rejected.append({"file": rel, "reason": exc.cause})
+            if reason is not None:
+                log.error("%s: %s", path, reason)
+                rejected.append({"file": rel, "reason": reason})
                 continue
-            except OSError as exc:
-                log.error("%s: cannot read: %s", path, exc.strerror or exc)
-                rejected.append({"file": rel, "reason": f"cannot read: {exc.strerror or exc}"})
-                continue
+            ns = music_pb2.NoteSequence.FromString(ns_bytes)
             st = stats[split]
             n_records = n_tokens = 0
-            events = 0
-            for stretch, transpose in opts.augmentations(split):
+            augmentations = opts.augmentations(split)
+            events = 0 if (1.0, 0) in augmentations else len(perf.encode_arrays(*arrays))
+            for stretch, transpose in augmentations:
                 ids = perf.encode_arrays(*augment_arrays(arrays, stretch, transpose))
                 if stretch == 1.0 and transpose == 0:
                     events = len(ids)
@@ -457,6 +512,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None,
                    help="per-file cache keyed by content hash (default $XDG_CACHE_HOME/ambientgen/make-dataset)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--jobs", type=int, default=1, help="processes reading MIDI files in parallel (default 1)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any MIDI file was rejected")
 
 
@@ -466,7 +522,7 @@ def options_from_args(args: argparse.Namespace) -> DatasetOptions:
         max_events=args.max_events, hop=args.hop, min_events=args.min_events,
         eval_percent=args.eval_percent, test_percent=args.test_percent,
         stretch=tuple(args.stretch), transpose=tuple(args.transpose), augment=not args.no_augment,
-        eos=not args.no_eos, cache_dir=cache_dir,
+        eos=not args.no_eos, cache_dir=cache_dir, jobs=max(1, args.jobs),
         limits=MidiLimits(max_bytes=int(args.max_mib * 2**20), max_notes=args.max_notes,
                           max_seconds=args.max_hours * 3600),
     )
