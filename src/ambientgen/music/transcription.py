@@ -40,14 +40,18 @@ class Note(NamedTuple):
 
 @dataclass
 class BasicPitchParams:
-    """Note-decoding settings of basic-pitch (the defaults were tuned on rendered chorales, see bench/)."""
+    """Note-decoding settings of basic-pitch.
 
-    onset_threshold: float = 0.5
+    The defaults were chosen by grid search on rendered chorales (bench/bench_transcribe.py, tuning pieces)
+    and checked on different held-out pieces; basic-pitch's own defaults are 0.5 / 0.3 / 127.7 ms / melodia on.
+    """
+
+    onset_threshold: float = 0.7
     frame_threshold: float = 0.3
-    minimum_note_length_ms: float = 58.0
+    minimum_note_length_ms: float = 90.0
     minimum_frequency: float | None = None
     maximum_frequency: float | None = None
-    melodia_trick: bool = True
+    melodia_trick: bool = False
     infer_onsets: bool = True
     energy_tolerance: int = 11
     harmonic_ratio: float = 0.0  # drop a note starting with a louder one 12/19/24 semitones below (0: off)
