@@ -98,3 +98,29 @@ def test_tensorflow_parses_our_files(tmp_path):
     assert len(got) == 3
     for a, b in zip(got, seqs):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.tensorflow
+def test_tensorflow_reads_a_built_data_set(tmp_path, sample_midis):
+    tf = pytest.importorskip("tensorflow")
+    import shutil
+
+    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+
+    d = tmp_path / "midi"
+    d.mkdir()
+    for p in sample_midis[:2]:
+        shutil.copy(p, d / p.name)
+    make_dataset(d, tmp_path / "out", DatasetOptions(max_events=256, stretch=(1.0, 1.05), transpose=(0, 1)))
+    spec = {"targets": tf.io.VarLenFeature(tf.int64)}
+
+    def parse(record):
+        return tf.io.parse_single_example(record, spec)
+
+    for split in ("train", "eval", "test"):
+        path = tmp_path / "out" / "performance" / f"{split}.tfrecord"
+        ours = list(T.read_targets(path))
+        theirs = [tf.sparse.to_dense(ex["targets"]).numpy() for ex in tf.data.TFRecordDataset(str(path)).map(parse)]
+        assert len(theirs) == len(ours)
+        for a, b in zip(theirs, ours):
+            np.testing.assert_array_equal(a, b)
