@@ -172,7 +172,7 @@ def decode(ids: Iterable[int] | np.ndarray, program: int = 0) -> NoteSequence:
     step = 0
     velocity = DEFAULT_VELOCITY
     spent: list[tuple[int, int, int, int]] = []  # (pitch, start step, end step, velocity)
-    for raw in np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids).ravel().tolist():
+    for raw in _flat(ids):
         i = int(raw)
         if i < NOTE_ON_OFFSET or i >= VOCAB_SIZE:
             continue
@@ -218,7 +218,12 @@ def event_name(i: int) -> str:
 
 def event_names(ids: Iterable[int] | np.ndarray) -> list[str]:
     """Readable names of a sequence of ids, for debugging (see event_name)."""
-    return [event_name(i) for i in np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids).ravel()]
+    return [event_name(i) for i in _flat(ids)]
+
+
+def _flat(ids: Any) -> list:
+    """Ids from a list, numpy array or torch tensor (any shape) as a flat Python list."""
+    return np.asarray(ids.tolist() if hasattr(ids, "tolist") else list(ids)).ravel().tolist()
 
 
 def event_type_counts(ids: Sequence[int] | np.ndarray) -> dict[str, Any]:
