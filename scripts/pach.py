@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import graphlib
+import hashlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -36,8 +38,9 @@ BRANCH = "master"
 MIDI_REPO = "music-transformer-generate"  # generated .mid + JSON sidecars
 AUDIO_REPO = "ambient-render"  # rendered .wav/.mp3 + piano-roll .png
 IMAGE_PREFIX = "ambientgen/"  # the specs' transform.image is ambientgen/<stage>:<version>
-# PFS reserves these characters for glob patterns and refuses them in file paths.
+# PFS accepts only printable ASCII in file paths and none of its glob characters (storage.ValidateFilename).
 PFS_GLOB_CHARS = re.compile(r"[*?\[\]{}!()@+^]")
+PFS_NOT_PRINTABLE = re.compile(r"[^ -~]")
 CONFIG_SUFFIXES = {".json", ".toml"}
 TERMINAL_JOB_STATES = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 
@@ -138,10 +141,10 @@ def same_spec(a: dict | str, b: dict | str) -> bool:
 def connect(host: str | None = None, port: int | None = None):
     """A pachyderm_sdk Client: --host/--port, else the pachctl config, else localhost:30650."""
     from pachyderm_sdk import Client
-    from pachyderm_sdk.constants import DEFAULT_CONFIG, DEFAULT_PORT
+    from pachyderm_sdk.constants import DEFAULT_CONFIG, DEFAULT_HOST, DEFAULT_PORT
 
-    if host:
-        return Client(host=host, port=port or DEFAULT_PORT)
+    if host or port:
+        return Client(host=host or DEFAULT_HOST, port=port or DEFAULT_PORT)
     if Path(DEFAULT_CONFIG).expanduser().is_file():
         return Client.from_config(DEFAULT_CONFIG)
     return Client(port=port or DEFAULT_PORT)
@@ -210,8 +213,24 @@ def deploy(
 
 
 def pfs_path(rel: str) -> str:
-    """A PFS path for a local relative path: glob characters (refused by PFS) become '_'."""
-    return "/" + PFS_GLOB_CHARS.sub("_", rel)
+    """A PFS path for a local relative path.
+
+    PFS refuses non-ASCII and glob characters, so accents are folded ('Forêt' -> 'Foret') and what is left
+    becomes '_'. A file name changed that way also gets '-' and 8 hex digits of the SHA-1 of the original
+    relative path, so two originals never land on the same PFS path, in this upload or a later one.
+    """
+    def clean(part: str) -> str:
+        folded = unicodedata.normalize("NFKD", part).encode("ascii", "ignore").decode("ascii")
+        return PFS_GLOB_CHARS.sub("_", PFS_NOT_PRINTABLE.sub("_", folded)) or "_"
+
+    parts = PurePosixPath(rel).parts
+    dirs = [clean(d) for d in parts[:-1]]
+    name = clean(parts[-1])
+    if name != parts[-1]:
+        stem, dot, suffix = name.rpartition(".")
+        digest = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        name = f"{stem}-{digest}.{suffix}" if dot and stem else f"{name}-{digest}"
+    return "/" + "/".join([*dirs, name])
 
 
 def _find(root: Path, suffixes: set[str]) -> list[Path]:
@@ -267,7 +286,7 @@ def put_mp3(client, folder: str | os.PathLike) -> tuple[str, dict[str, str]]:
         seen[dest] = rel
         mapping[rel] = dest
         if dest != "/" + rel:
-            log.warning("%s: stored as %s (PFS refuses the characters *?[]{}!()@+^ in paths)", p, dest)
+            log.warning("%s: stored as %s (PFS paths allow only ASCII, without *?[]{}!()@+^)", p, dest)
     commit_id = put_files(
         client, MP3_REPO, [(root / rel, dest) for rel, dest in mapping.items()], f"put-mp3: {len(mapping)} files"
     )
@@ -407,12 +426,19 @@ def _safe_local(out: Path, pfs_file_path: str) -> Path:
 
 def download_repo(client, repo: str, out: Path, ref: str = BRANCH) -> list[Path]:
     """Every file of repo@ref into out/ (atomically, one file at a time)."""
+    import grpc
     from pachyderm_sdk.api import pfs
 
     from ambientgen.util import atomic_path
 
     root = pfs.File.from_uri(f"{repo}@{ref}:/")
-    infos = [i for i in client.pfs.walk_file(file=root) if i.file_type == pfs.FileType.FILE]
+    try:
+        infos = [i for i in client.pfs.walk_file(file=root) if i.file_type == pfs.FileType.FILE]
+    except grpc.RpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        log.warning("%s@%s: nothing there yet (%s)", repo, ref, exc.details())
+        return []
     bar = _bar(sum(i.size_bytes for i in infos), f"download {repo}", unit="B")
     written: list[Path] = []
     for info in infos:

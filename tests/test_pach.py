@@ -95,7 +95,7 @@ def generic_handler(module, service: str, impls: dict) -> grpc.GenericRpcHandler
 class FakePachd:
     """In-memory PFS/PPS with the RPCs scripts/pach.py uses."""
 
-    GLOB = set("*?[]{}!()@+^")
+    GLOB = set("*?[]{}!()@+^")  # pachd's storage.ValidateFilename: printable ASCII, no glob characters
     JOB_STEPS = (pps.JobState.JOB_CREATED, pps.JobState.JOB_RUNNING, pps.JobState.JOB_SUCCESS)
 
     def __init__(self):
@@ -204,8 +204,9 @@ class FakePachd:
                 if cid is None:
                     ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "no commit set")
                 path = "/" + body.path.strip("/")
-                if set(path) & self.GLOB:
-                    ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path {path} contains a glob character")
+                if set(path) & self.GLOB or not all(" " <= ch <= "~" for ch in path) or \
+                        any(part in (".", "..") for part in path.split("/")):
+                    ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, f"path ({path}) invalid")
                 files = self.commits[cid]["files"]
                 if kind == "delete_file":
                     files.pop(path, None)
@@ -451,14 +452,16 @@ def test_put_mp3_wait_and_get_results(pachd, tmp_path, sample_mp3s, capsys):
     (music / "album").mkdir(parents=True)
     shutil.copy(sample_mp3s[0], music / "Rain (live) [2019].mp3")
     shutil.copy(sample_mp3s[1], music / "album" / "forest.MP3")
+    shutil.copy(sample_mp3s[1], music / "album" / "Forêt n°1.mp3")
     (music / "notes.txt").write_text("not audio")
     (music / ".hidden.mp3").write_bytes(b"x")
 
     assert run(pachd, "put-mp3", str(music)) == 0
     stored = pachd.files("audio-unprocessed")
     assert stored == {
-        "/Rain _live_ _2019_.mp3": sample_mp3s[0].read_bytes(),
+        pach.pfs_path("Rain (live) [2019].mp3"): sample_mp3s[0].read_bytes(),
         "/album/forest.MP3": sample_mp3s[1].read_bytes(),
+        pach.pfs_path("album/Forêt n°1.mp3"): sample_mp3s[1].read_bytes(),
     }
     commits = [r for n, r in pachd.calls if n == "StartCommit"]
     assert len(commits) == 1  # one commit for the whole folder
@@ -469,6 +472,10 @@ def test_put_mp3_wait_and_get_results(pachd, tmp_path, sample_mp3s, capsys):
     assert run(pachd, "wait", "--poll", "0.01") == 0
     summary = capsys.readouterr().out
     assert "ambient-render" in summary and "JOB_SUCCESS" in summary
+
+    empty = tmp_path / "empty"
+    assert run(pachd, "get-results", str(empty), "--no-wait") == 0  # no output yet: nothing, and no error
+    assert not empty.exists() or not any(empty.rglob("*.*"))
 
     # what the generate and render workers would have written
     midi = {"/night-0001.mid": b"MThd" + bytes(range(200)), "/night-0001.json": b'{"seed": 1}'}
@@ -528,6 +535,14 @@ def test_errors_are_one_line_without_traceback(pachd, tmp_path, capsys):
     assert "nothing to wait for" in capsys.readouterr().err
     assert pach.main(["deploy", "--host", "127.0.0.1", "--port", "1"]) == 1
     assert "pachctl port-forward" in capsys.readouterr().err
+
+
+def test_pfs_paths_are_valid_and_distinct():
+    assert pach.pfs_path("album/forest.mp3") == "/album/forest.mp3"  # safe names are kept
+    a, b = pach.pfs_path("Forêt (live).mp3"), pach.pfs_path("Foret (live).mp3")
+    assert a != b and a.startswith("/Foret _live_-") and a.endswith(".mp3")
+    for path in (a, b, pach.pfs_path("Été/雨 [2019]*?.MP3"), pach.pfs_path("x!@+^{}")):
+        assert all(" " <= ch <= "~" for ch in path) and not set(path) & FakePachd.GLOB, path
 
 
 def test_dependency_order_and_cycles():
