@@ -67,6 +67,7 @@ def test_loads_handmade_file_and_times_are_right():
     (smf(note(60), division=0), "0 ticks per quarter"),
     (GOOD[:-9], "truncated"),
     (smf(b"\x00\xff\x03\x04name"), "no notes"),
+    (smf(b"\x00\x90\x3c\x40\x00\x90\x3e\x40"), "no complete notes"),
     (smf(tempo(0) + note(60)), "absurd tempo"),
     (smf(tempo(999) + note(60)), "absurd tempo"),
     (smf(note(60, delta=MAX_TICKS + 5), division=1), "lasts"),

@@ -307,7 +307,7 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
         cause = str(exc).replace("Midi decoding error ", "")
         raise StageError(name, f"not a readable MIDI file: {cause[:300]}") from None
     if not ns.notes:
-        raise StageError(name, "MIDI file has no notes")
+        raise StageError(name, f"MIDI file has no complete notes (none of its {scan.notes} note-ons is ended)")
     if len(ns.notes) > limits.max_notes:
         raise StageError(name, f"{len(ns.notes):,} notes, more than the limit of {limits.max_notes:,}")
     if not ns.total_time < limits.max_seconds:  # also catches NaN
