@@ -15,6 +15,8 @@ import ast
 import importlib.util
 import inspect
 import json
+import re
+import shlex
 import shutil
 import sys
 import threading
@@ -572,3 +574,28 @@ def test_every_subcommand_has_help_with_examples(command, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "Examples:" in text and f"scripts/pach.py {command}" in text and "--host" in text
+
+
+@pytest.mark.parametrize("flags", [{}, {"REPROCESS": "1", "PURGE": "1"}])
+def test_makefile_targets_call_the_script_with_valid_arguments(flags):
+    """The pach.py command lines in the Makefile parse with the script's own parser."""
+    make_vars = {"PY": ".venv/bin/python", "PACH_ARGS": "--host pachd.example --port 30650", "DIR": "music",
+                 "OUT": "results", **flags}
+    lines = [line.strip() for line in (REPO_ROOT / "Makefile").read_text().splitlines()
+             if "scripts/pach.py" in line]
+    commands = set()
+    for line in lines:
+        expanded = re.sub(r"\$\(if \$\((\w+)\),([^,]*),\)", lambda m: m.group(2) if make_vars.get(m.group(1)) else "",
+                           line)
+        expanded = re.sub(r"\$\(or \$\((\w+)\),(\w+)\)", lambda m: make_vars.get(m.group(1)) or m.group(2), expanded)
+        expanded = re.sub(r"\$\((\w+)\)", lambda m: make_vars.get(m.group(1), ""), expanded)
+        argv = shlex.split(expanded)
+        argv = argv[argv.index("scripts/pach.py") + 1:]
+        args = pach.build_parser().parse_args(argv)
+        assert args.host == "pachd.example" and args.port == 30650
+        commands.add(args.command)
+        if args.command == "deploy":
+            assert args.reprocess == bool(flags)
+        if args.command == "undeploy":
+            assert args.purge == bool(flags)
+    assert {"deploy", "put-mp3", "get-results", "undeploy"} <= commands
