@@ -394,13 +394,16 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     for w in writers.values():
         w.close()
 
-    summary = _summary(opts, hop, stats, per_file, rejected, skipped, cache)
+    summary = _summary(opts, hop, stats, per_file, rejected, skipped)
     write_json(output_dir / "summary.json", summary)
-    return summary
+    log.info("cache: %d file(s) reused, %d read%s", cache.hits, cache.misses,
+             f" ({cache.root})" if cache.root else " (no cache)")
+    # Not in summary.json: the output depends only on the input files and the settings that shape it.
+    return {**summary, "cache": {"hits": cache.hits, "misses": cache.misses}}
 
 
 def _summary(opts: DatasetOptions, hop: int, stats: dict[str, SplitStats], per_file: list[dict[str, Any]],
-             rejected: list[dict[str, str]], skipped: list[dict[str, str]], cache: NoteCache) -> dict[str, Any]:
+             rejected: list[dict[str, str]], skipped: list[dict[str, str]]) -> dict[str, Any]:
     total = SplitStats()
     for s in stats.values():
         total.id_counts += s.id_counts
@@ -412,7 +415,7 @@ def _summary(opts: DatasetOptions, hop: int, stats: dict[str, SplitStats], per_f
         notes.append("eval split is empty (too few files for a hash split): evaluate on a part of train")
     settings = json.loads(json.dumps(asdict(opts)))  # tuples -> lists, as summary.json holds them
     settings["hop"] = hop
-    settings["cache_dir"] = str(opts.cache_dir) if opts.cache_dir else None
+    del settings["cache_dir"], settings["jobs"]  # how it was built, not what was built
     return {
         "format": {
             "notesequences": "notesequences/{split}.tfrecord: serialized note_seq NoteSequence per record",
@@ -440,7 +443,6 @@ def _summary(opts: DatasetOptions, hop: int, stats: dict[str, SplitStats], per_f
         "files": per_file,
         "rejected": rejected,
         "skipped": skipped,
-        "cache": {"hits": cache.hits, "misses": cache.misses},
         "notes": notes,
     }
 
