@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -227,3 +228,15 @@ def test_parallel_readers_give_the_same_data_set(midi_dir, tmp_path, built):
     assert par["splits"] == first["splits"] and par["rejected"] == first["rejected"]
     for f in [*(out / "performance").iterdir(), out / "summary.json"]:
         assert f.read_bytes() == (tmp_path / "par" / f.relative_to(out)).read_bytes()
+
+
+def test_file_names_that_are_not_utf8(tmp_path, sample_midis):
+    d = tmp_path / "in"
+    d.mkdir()
+    weird = os.fsdecode(b"caf\xe9 \xff.mid")  # Latin-1 bytes: not valid UTF-8
+    shutil.copy(sample_midis[0], d / weird)
+    summary = make_dataset(d, tmp_path / "out", DatasetOptions(augment=False))
+    assert summary["total"]["files"] == 1 and not summary["rejected"]
+    (ns,) = read_note_sequences(tmp_path / "out" / "notesequences" / "train.tfrecord")
+    assert ns.filename.startswith("caf")
+    json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -255,9 +255,9 @@ def _load(path: Path, rel: str, cache: NoteCache, limits: MidiLimits, collection
             cache.put_rejected(key, exc.cause)
             raise
         cache.put(key, ns.SerializeToString(), arrays)
-    # Identify the sequence as Magenta's convert_dir_to_note_sequences does.
-    ns.filename = rel
-    ns.collection_name = collection
+    # Identify the sequence as Magenta's convert_dir_to_note_sequences does (proto strings must be UTF-8).
+    ns.filename = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    ns.collection_name = collection.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     ns.id = f"/id/midi/{collection}/{hashlib.sha1(rel.encode('utf-8', 'surrogateescape')).hexdigest()}"
     return ns, arrays
 
