@@ -15,6 +15,7 @@ import ast
 import importlib.util
 import inspect
 import json
+import os
 import re
 import shlex
 import shutil
@@ -267,8 +268,9 @@ class FakePachd:
             data = self.commits[cid]["files"].get("/" + req.file.path.strip("/"))
         if data is None:
             ctx.abort(grpc.StatusCode.NOT_FOUND, f"file {req.file.path} not found")
-        for i in range(0, max(len(data), 1), 65536):
-            yield BytesValue(value=data[i:i + 65536])
+        chunk = 2 * 1024 ** 2  # several messages for a large file, like pachd
+        for i in range(0, max(len(data), 1), chunk):
+            yield BytesValue(value=data[i:i + chunk])
 
     # pps_v2.API ----------------------------------------------------------------------------------
     def CreatePipelineV2(self, req: pps.CreatePipelineV2Request, ctx):
@@ -329,20 +331,29 @@ class FakePachd:
         yield from out
 
 
-@pytest.fixture()
-def pachd():
-    fake = FakePachd()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+PFS_RPCS = ("CreateRepo", "InspectRepo", "DeleteRepo", "StartCommit", "ModifyFile", "FinishCommit", "InspectCommit",
+            "InspectBranch", "WalkFile", "GetFile")
+PPS_RPCS = ("CreatePipelineV2", "InspectPipeline", "DeletePipeline", "InspectJobSet")
+
+
+def start_server(fake: FakePachd) -> tuple[grpc.Server, int]:
+    """A gRPC server on 127.0.0.1:<random port> serving the stand-in (pachd's 20 MB message limit)."""
+    limit = 20 * 1024 ** 2
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=[
+        ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)])
     server.add_generic_rpc_handlers((
-        generic_handler(pfs, "pfs_v2.API", {
-            m: getattr(fake, m) for m in ("CreateRepo", "InspectRepo", "DeleteRepo", "StartCommit", "ModifyFile",
-                                          "FinishCommit", "InspectCommit", "InspectBranch", "WalkFile", "GetFile")}),
-        generic_handler(pps, "pps_v2.API", {
-            m: getattr(fake, m) for m in ("CreatePipelineV2", "InspectPipeline", "DeletePipeline",
-                                          "InspectJobSet")}),
+        generic_handler(pfs, "pfs_v2.API", {m: getattr(fake, m) for m in PFS_RPCS}),
+        generic_handler(pps, "pps_v2.API", {m: getattr(fake, m) for m in PPS_RPCS}),
     ))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    return server, port
+
+
+@pytest.fixture()
+def pachd():
+    fake = FakePachd()
+    server, port = start_server(fake)
     fake.args = ["--host", "127.0.0.1", "--port", str(port)]
     try:
         yield fake
@@ -455,6 +466,8 @@ def test_put_mp3_wait_and_get_results(pachd, tmp_path, sample_mp3s, capsys):
     shutil.copy(sample_mp3s[0], music / "Rain (live) [2019].mp3")
     shutil.copy(sample_mp3s[1], music / "album" / "forest.MP3")
     shutil.copy(sample_mp3s[1], music / "album" / "Forêt n°1.mp3")
+    big = os.urandom(21 * 1024 ** 2)  # more than one 19 MB upload chunk
+    (music / "album" / "long-night.mp3").write_bytes(big)
     (music / "notes.txt").write_text("not audio")
     (music / ".hidden.mp3").write_bytes(b"x")
 
@@ -464,6 +477,7 @@ def test_put_mp3_wait_and_get_results(pachd, tmp_path, sample_mp3s, capsys):
         pach.pfs_path("Rain (live) [2019].mp3"): sample_mp3s[0].read_bytes(),
         "/album/forest.MP3": sample_mp3s[1].read_bytes(),
         pach.pfs_path("album/Forêt n°1.mp3"): sample_mp3s[1].read_bytes(),
+        "/album/long-night.mp3": big,
     }
     commits = [r for n, r in pachd.calls if n == "StartCommit"]
     assert len(commits) == 1  # one commit for the whole folder
