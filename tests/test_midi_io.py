@@ -164,3 +164,13 @@ def test_event_limit():
     ccs = b"".join(b"\x00\xb0\x07" + bytes([i % 128]) for i in range(2000))
     with pytest.raises(StageError, match="more than 1,000 MIDI events"):
         midi_bytes_to_note_sequence(smf(ccs + note(60)), "cc.mid", MidiLimits(max_midi_events=1000))
+
+
+def test_file_name_that_is_not_utf8(tmp_path, sample_midis):
+    import os
+    import shutil
+
+    path = tmp_path / os.fsdecode(b"\xe9t\xe9.mid")
+    shutil.copy(sample_midis[0], path)
+    ns = load_midi(path)
+    assert ns.filename.endswith("t\ufffd.mid") and ns.SerializeToString()

@@ -331,7 +331,7 @@ def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS) -> N
     except OSError as exc:
         raise StageError(path, f"cannot read: {exc.strerror or exc}") from None
     ns = midi_bytes_to_note_sequence(data, path, limits)
-    ns.filename = path.name
+    ns.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # proto strings are UTF-8
     return ns
 
 
