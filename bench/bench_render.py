@@ -65,14 +65,16 @@ def timed(fn) -> tuple[float, float]:
 def loop_run(midi_dir: Path, out: Path, minutes: float, core: int) -> tuple[float, float]:
     """Render a loop in a fresh interpreter pinned to `core`: (wall s, peak RSS MB of the renderer).
 
+    The peak is the interpreter's own VmHWM (ru_maxrss would include the parent's memory at fork time).
+
     ffmpeg (the MP3 encoder reading the pipe) is a separate process that streams with a constant few MB.
     """
     code = (
-        "import os, resource, sys\n"
+        "import os, sys\n"
         f"os.sched_setaffinity(0, {{{core}}})\n"
         "from ambientgen.cli import main\n"
         f"rc = main(['render', {str(midi_dir)!r}, {str(out)!r}, '--loop-minutes', '{minutes}', '--no-pianoroll'])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        "print([int(x.split()[1]) / 1024 for x in open('/proc/self/status') if x.startswith('VmHWM')][0])\n"
         "sys.exit(rc)\n"
     )
     t0 = time.perf_counter()
