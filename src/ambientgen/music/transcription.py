@@ -201,6 +201,8 @@ def onnx_session(model_path: str | Path, threads: int = 0) -> Any:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # no busy-waiting between operators: on shared CPUs spinning threads burn time other work needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         _SESSIONS[key] = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
         log.debug("loaded %s (%d threads)", model_path, threads)
     return _SESSIONS[key]
