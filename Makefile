@@ -10,7 +10,7 @@ REGISTRY ?= docker.io/ambientgen
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PACH_ARGS ?=
 
-.PHONY: help demo test test-fast lint system-deps venv bench images push-images deploy-pipelines put-mp3 get-results undeploy clean
+.PHONY: help demo test test-fast lint system-deps venv bench images push-images deploy-pipelines put-mp3 put-config wait-jobs get-results undeploy clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,10 +51,16 @@ push-images:  ## push the images to REGISTRY
 	bash scripts/build_images.sh $(REGISTRY) $(VERSION) --push
 
 deploy-pipelines: venv  ## create/update every pipeline on the Pachyderm cluster (REPROCESS=1 to reprocess)
-	$(PY) scripts/pach.py deploy $(PACH_ARGS) $(if $(REPROCESS),--reprocess,)
+	$(PY) scripts/pach.py deploy $(PACH_ARGS) --registry $(REGISTRY) $(if $(REPROCESS),--reprocess,)
 
 put-mp3: venv  ## put a folder of MP3s in one commit: make put-mp3 DIR=~/music
 	$(PY) scripts/pach.py put-mp3 $(PACH_ARGS) "$(DIR)"
+
+put-config: venv  ## put generation config files: make put-config FILE=night.toml
+	$(PY) scripts/pach.py put-config $(PACH_ARGS) $(FILE)
+
+wait-jobs: venv  ## follow the newest input commit's jobs with a progress bar
+	$(PY) scripts/pach.py wait $(PACH_ARGS)
 
 get-results: venv  ## wait for the jobs and download generated MIDI/audio: make get-results OUT=results
 	$(PY) scripts/pach.py get-results $(PACH_ARGS) "$(or $(OUT),results)"

@@ -594,7 +594,7 @@ def test_every_subcommand_has_help_with_examples(command, capsys):
 def test_makefile_targets_call_the_script_with_valid_arguments(flags):
     """The pach.py command lines in the Makefile parse with the script's own parser."""
     make_vars = {"PY": ".venv/bin/python", "PACH_ARGS": "--host pachd.example --port 30650", "DIR": "music",
-                 "OUT": "results", **flags}
+                 "OUT": "results", "REGISTRY": "ghcr.io/you", "FILE": "night.toml", **flags}
     lines = [line.strip() for line in (REPO_ROOT / "Makefile").read_text().splitlines()
              if "scripts/pach.py" in line]
     commands = set()
