@@ -35,7 +35,7 @@ def corpus_works(composer: str = "bach", limit: int | None = None) -> list[str]:
     from music21 import corpus
 
     paths = sorted(corpus.getComposer(composer))
-    root = Path(corpus.__file__).parent / "corpus"
+    root = Path(corpus.__file__).parent
     ids = [str(p.relative_to(root).with_suffix("")) for p in paths]
     return ids[:limit] if limit else ids
 
