@@ -72,7 +72,7 @@ class TrainOptions:
     device: str = "auto"
     attn_impl: str = "auto"
     compile: str = "auto"  # auto: on for CUDA
-    amp: str = "auto"  # auto: bf16 autocast on CUDA
+    amp: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16
     attention: str | None = None  # override the config: "relative" or "vanilla"
     dropout: float | None = None
     primer_seconds: float = 10.0
@@ -245,6 +245,28 @@ def evaluate(model, windows: list[np.ndarray], batch_size: int, device, amp_dtyp
             total_n += int(mask.sum())
     model.train()
     return total_nll / max(total_n, 1), total_ok / max(total_n, 1)
+
+
+def bf16_is_fast(device) -> bool:
+    """bf16 autocast pays off on CUDA and on CPUs with native bf16 matmuls (AVX512-BF16/AMX)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "avx512_bf16" in _cpu_flags()
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def _cpu_flags() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def _autocast(device, amp_dtype):
@@ -462,7 +484,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
 
     device = torch.device("cuda" if opts.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if opts.device == "auto" else opts.device))
-    amp_dtype = torch.bfloat16 if (opts.amp == "on" or (opts.amp == "auto" and device.type == "cuda")) else None
+    amp_dtype = torch.bfloat16 if (opts.amp == "on" or (opts.amp == "auto" and bf16_is_fast(device))) else None
     use_compile = opts.compile == "on" or (opts.compile == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -597,6 +619,8 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
                     log.info("step %d: train loss %.4f, eval NLL %.4f, accuracy %.3f, %.0f tokens/s",
                              step, loss_acc / max(loss_n, 1), nll, acc, tps)
                 rows.append(row)
+                if is_eval:  # readable while training runs
+                    _write_metrics(metrics_path, rows)
                 loss_acc, loss_n, tok_window, t_window = 0.0, 0, 0, time.monotonic()
             if step % opts.checkpoint_every == 0:
                 save_ckpt()
@@ -654,7 +678,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn-impl", default="auto", choices=["auto", "explicit", "sdpa", "flex"],
                    help="attention kernel (auto: the fastest on this device)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
-    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA)")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA and bf16-capable CPUs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
 
