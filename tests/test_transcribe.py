@@ -208,3 +208,26 @@ def test_pipeline_command_lines_still_parse():
         assert cmd[:2] == ["ambientgen", stage]
         args = build_parser().parse_args(cmd[1:])
         assert (args.command, args.input_dir, args.output_dir) == (stage, src, "/pfs/out")
+
+
+def test_onsets_frames_backend_with_a_real_checkpoint(rendered, tmp_path):
+    """The onsets-frames path end to end with a real (untrained) model saved as safetensors + config.json."""
+    torch = pytest.importorskip("torch")
+    of = pytest.importorskip("ambientgen.models.onsets_frames")
+    torch.manual_seed(0)
+    ckpt = tmp_path / "ckpt"
+    of.save_checkpoint(of.build_model(), ckpt)
+    src = tmp_path / "in"
+    src.mkdir()
+    audio, sr = soundfile.read(str(rendered["wav"] / "bwv269.wav"), dtype="float32")
+    soundfile.write(str(src / "a.wav"), audio[: 4 * sr], sr)
+    soundfile.write(str(src / "b.wav"), audio[2 * sr: 7 * sr], sr)
+    res = transcribe_dir(src, tmp_path / "out", backend="onsets-frames", checkpoint=ckpt,
+                         stream=tr.StreamOptions(block_s=2.0, lookahead_s=1.0))
+    assert not res.failed and sorted(res.outputs) == ["a.wav", "b.wav"]
+    for name, seconds in (("a", 4.0), ("b", 5.0)):
+        side = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert side["backend"] == "onsets-frames" and side["parameters"]["checkpoint"] == str(ckpt)
+        est = _read(tmp_path / "out" / f"{name}.mid")
+        assert side["notes"] == len(est.notes)
+        assert all(0 <= n.start_time < seconds + 0.05 for n in est.notes)

@@ -26,8 +26,11 @@ BP_SAMPLE_RATE = 22050
 BP_HOP = 256
 BP_WINDOW = 2 * BP_SAMPLE_RATE - BP_HOP  # 43844 samples -> 172 frames
 BP_WINDOW_FRAMES = 172
-BP_TRIM = 15  # frames dropped at the start of each window (edge effects); the window is padded by as much
-BP_KEEP = 141  # frames kept per window; windows advance by BP_KEEP * BP_HOP samples, so frames join exactly
+# Frames dropped at each end of a window (edge effects); the stream is padded by as much in front.
+# basic-pitch itself drops 15 + 15 and advances by a fractional number of frames; 8 + 8 gave the same F1 on
+# the benchmark pieces with 10 % less model time, and a whole-frame advance makes the frames join exactly.
+BP_TRIM = 8
+BP_KEEP = BP_WINDOW_FRAMES - 2 * BP_TRIM  # frames kept per window; windows advance by BP_KEEP * BP_HOP samples
 MIDI_OFFSET = 21  # pitch of frequency bin 0 (A0)
 
 
@@ -99,6 +102,16 @@ def read_audio_blocks(path: str | Path, sample_rate: int, block_s: float = 10.0)
                 yield np.ascontiguousarray(out, dtype=np.float32)
             if last:
                 break
+
+
+def _with_progress(blocks: Iterator[np.ndarray], path: str | Path, duration: float,
+                   block_s: float = 10.0) -> Iterable[np.ndarray]:
+    """A progress bar (rate, ETA) over a long file's blocks; short files get none."""
+    if duration < 120:
+        return blocks
+    from ..util import progress
+
+    return progress(blocks, Path(path).name, total=int(np.ceil(duration / block_s)), unit="block")
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -383,8 +396,9 @@ class BasicPitchTranscriber:
 
     def transcribe_file(self, path: str | Path) -> Any:
         """A NoteSequence of any audio file soundfile reads (WAV, FLAC, OGG, MP3), streamed."""
-        notes = self.transcribe_blocks(read_audio_blocks(path, BP_SAMPLE_RATE))
-        return notes_to_sequence(notes, audio_duration(path))
+        duration = audio_duration(path)
+        notes = self.transcribe_blocks(_with_progress(read_audio_blocks(path, BP_SAMPLE_RATE), path, duration))
+        return notes_to_sequence(notes, duration)
 
     def transcribe(self, audio: np.ndarray, sample_rate: int) -> Any:
         """A NoteSequence of a mono signal held in memory (the same interface as the onsets-frames model)."""
@@ -416,9 +430,10 @@ class ChunkedTranscriber:
         return {**self.extra, "sample_rate": self.sample_rate, **asdict(self.stream)}
 
     def transcribe_file(self, path: str | Path) -> Any:
-        notes = list(stitch_chunks(read_audio_blocks(path, self.sample_rate), self.sample_rate,
-                                   self._run, self.stream))
-        return notes_to_sequence(notes, audio_duration(path))
+        duration = audio_duration(path)
+        blocks = _with_progress(read_audio_blocks(path, self.sample_rate), path, duration)
+        notes = list(stitch_chunks(blocks, self.sample_rate, self._run, self.stream))
+        return notes_to_sequence(notes, duration)
 
     def _run(self, audio: np.ndarray) -> list[Note]:
         ns = self.model.transcribe(audio, self.sample_rate)
