@@ -68,7 +68,12 @@ def run_dir(tmp_path_factory, sample_midis, sample_mp3s) -> Path:
     shutil.copy(sample_midis[0], gen / "plain-0.mid")
     res = render(gen, run / "ambient-render", RenderOptions(fade_out=2.0))
     assert len(res.rendered) == 2, res.failed
-    (run / "run.json").write_text(json.dumps({"count": 4, "preset": "warm-piano", "title": "<i>evil</i>"}))
+    (run / "run.json").write_text(json.dumps({
+        "count": 4, "preset": "warm-piano", "title": "<i>evil</i>", "fresh": False,
+        "jobs": [{"pipeline": "midi", "state": "JOB_SUCCESS", "datums": [{"id": "a" * 64}] * 3},
+                 {"pipeline": "ambient-render", "state": "JOB_FAILURE", "error": "<script>x</script>"}]}))
+    (run / "generation-config").mkdir()
+    (run / "generation-config" / "night.toml").write_text('name = "night"\nnote = "<script>bad</script>"\n')
     return run
 
 
@@ -104,6 +109,9 @@ def test_report_page_structure(run_dir, tmp_path):
     for title in ("Inputs", "Transcriptions", "Data set", "Training", "Generated music", "Parameters"):
         assert f">{title}</h2>" in page
     assert "warm-piano" in page and "temperature" in page and "splits.train.pieces" in page
+    assert "<td>JOB_FAILURE</td>" in page and "<td>3 items</td>" in page  # job records as a table
+    assert "<th>fresh</th><td>false</td>" in page  # JSON values as JSON spells them
+    assert "night.toml" in page and 'note = &quot;&lt;script&gt;bad' in page  # the generation requests
 
     # the page is portable: move the whole folder, the references still resolve
     moved = tmp_path / "moved"

@@ -31,7 +31,7 @@ EXAMPLES = """
   ambientgen report runs/demo -o /tmp/demo-report.html --max-rolls 20
 """
 REPOS = ("audio-unprocessed", "audio-processed", "audio-processed-wav", "midi", "transformer-preprocess",
-         "music-transformer", "music-transformer-generate", "ambient-render")
+         "music-transformer", "generation-config", "music-transformer-generate", "ambient-render")
 AUDIO_SUFFIXES = {".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".wma"}
 MIDI_SUFFIXES = {".mid", ".midi"}
 log = logging.getLogger(__name__)
@@ -46,8 +46,8 @@ text-align:left;vertical-align:top}th{background:#ece8de}td.num{text-align:right
 .card{background:#fff;border:1px solid #e0dccf;border-radius:6px;padding:.8em 1em;margin:1em 0}
 .card h3{margin:.1em 0 .4em;font-size:1.05em;word-break:break-all}.card img{max-width:100%;height:auto;display:block}
 .facts{color:#555;font-size:.88em;margin:.2em 0 .6em}.missing{color:#8a6d3b;font-style:italic}
-audio{width:100%;max-width:520px;margin:.3em 0}pre{background:#fff;border:1px solid #ddd;padding:.8em;overflow:auto}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:0 1.2em}
+audio{width:100%;min-width:280px;max-width:520px;margin:.3em 0}.scroll{overflow-x:auto;max-width:100%}pre{background:#fff;border:1px solid #ddd;padding:.8em;overflow:auto}
+h4{margin:.8em 0 .2em}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:0 1.2em}
 """
 
 
@@ -79,6 +79,8 @@ def esc(value: Any) -> str:
 
 def fmt(value: Any) -> str:
     """A short, escaped rendering of a JSON value for a table cell."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
     if isinstance(value, float):
         return esc(f"{value:.4g}")
     if isinstance(value, dict | list):
@@ -113,12 +115,43 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, obj)]
 
 
+def is_records(value: Any) -> bool:
+    """A non-empty list of JSON objects (job lists, per-file summaries): shown as a table of its own."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def records_table(rows: list[dict[str, Any]], limit: int = 200) -> str:
+    """One row per object, one column per key (nested values shortened)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    head = "".join(f"<th>{esc(k)}</th>" for k in keys)
+    body = []
+    for row in rows[:limit]:
+        cells = []
+        for k in keys:
+            v = row.get(k, "")
+            if isinstance(v, list | dict) and len(json.dumps(v)) > 60:
+                v = f"{len(v)} {'items' if isinstance(v, list) else 'keys'}"
+            cls = ' class="num"' if isinstance(v, int | float) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = f'<p class="missing">{len(rows) - limit} more rows not shown.</p>' if len(rows) > limit else ""
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>{more}'
+
+
 def kv_table(obj: Any) -> str:
+    """Nested JSON as a key/value table; lists of objects become tables of their own below it."""
     rows = flatten(obj)
     if not rows:
         return '<p class="missing">(empty)</p>'
-    body = "".join(f"<tr><th>{esc(k)}</th><td>{fmt(v)}</td></tr>" for k, v in rows)
-    return f"<table>{body}</table>"
+    plain = [(k, v) for k, v in rows if not is_records(v)]
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{fmt(v)}</td></tr>" for k, v in plain)
+    out = f"<table>{body}</table>" if plain else ""
+    for k, v in rows:
+        if is_records(v):
+            out += f"<h4>{esc(k)}</h4>" + records_table(v)
+    return out
 
 
 def read_json(path: Path, report: Report) -> Any:
@@ -233,7 +266,7 @@ def section_dataset(report: Report) -> str:
             parts.append(kv_table(data))
     else:
         parts.append('<p class="missing">no summary.json</p>')
-    records = [p for p in files_in(folder) if ".tfrecord" in p.name]
+    records = [p for p in files_in(folder) if p.suffix == ".tfrecord" or ".tfrecord-" in p.name]
     if records:
         rows = "".join(f"<tr><td>{esc(p.relative_to(folder).as_posix())}</td><td class=num>"
                        f"{human_size(p.stat().st_size)}</td></tr>" for p in records)
@@ -254,7 +287,8 @@ def section_training(report: Report) -> str:
         try:
             if not png.is_file() or png.stat().st_mtime < metrics.stat().st_mtime:
                 save_curves(metrics, png, title="training curves")
-            parts.append(kv_table({k: v for k, v in summarize(read_metrics(metrics)).items()}))
+            summary = summarize(read_metrics(metrics))
+            parts.append(kv_table(summary) if summary else '<p class="missing">metrics.csv has no rows yet.</p>')
             parts.append(f'<img src="{report.url(png)}" alt="training curves" style="max-width:100%">')
         except StageError as exc:
             report.problems.append(str(exc))
@@ -330,13 +364,27 @@ def section_generated(report: Report) -> str:
 
 
 def section_parameters(report: Report) -> str:
+    parts = []
     path = report.run_dir / "run.json"
     if not path.is_file():
-        return '<p class="missing">no run.json in this run.</p>'
-    data = read_json(path, report)
-    if data is None:
-        return '<p class="missing">run.json is not readable JSON.</p>'
-    return kv_table(data) + f"<details><summary>run.json</summary><pre>{esc(json.dumps(data, indent=2))}</pre></details>"
+        parts.append('<p class="missing">no run.json in this run.</p>')
+    else:
+        data = read_json(path, report)
+        if data is None:
+            parts.append('<p class="missing">run.json is not readable JSON.</p>')
+        else:
+            parts.append(kv_table(data) + f"<details><summary>run.json</summary><pre>"
+                         f"{esc(json.dumps(data, indent=2))}</pre></details>")
+    configs = report.repo("generation-config")
+    if configs is not None:
+        parts.append("<h3>generation requests (generation-config/)</h3>")
+        for p in files_in(configs):
+            if p.stat().st_size > 100_000:
+                parts.append(f"<p>{esc(p.name)}: {human_size(p.stat().st_size)} (not shown)</p>")
+                continue
+            text = p.read_bytes().decode("utf-8", errors="replace")
+            parts.append(f"<h4>{esc(p.relative_to(configs).as_posix())}</h4><pre>{esc(text)}</pre>")
+    return "".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------------ page
