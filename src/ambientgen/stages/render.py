@@ -256,7 +256,11 @@ class Synth:
     """pyfluidsynth in process, writing float stereo straight into numpy blocks (no 16-bit step)."""
 
     def __init__(self, soundfont: Path, sample_rate: int, n_channels: int, polyphony: int = POLYPHONY):
-        import fluidsynth
+        try:
+            import fluidsynth
+        except (ImportError, OSError) as exc:
+            raise StageError(None, f"FluidSynth is not usable ({exc}): install pyfluidsynth and the FluidSynth "
+                                   "library (Debian: apt-get install libfluidsynth3)") from None
 
         # effects come from pedalboard; FluidSynth's own reverb and chorus stay off
         self._fs = fluidsynth.Synth(gain=SYNTH_GAIN, samplerate=float(sample_rate),
