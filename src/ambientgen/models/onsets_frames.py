@@ -139,12 +139,17 @@ def _build_modules():
                 nn.Conv2d(c2, c3, 3, padding=1), nn.BatchNorm2d(c3), nn.ReLU(),
                 nn.MaxPool2d((1, 2)), nn.Dropout(dropout),
             )
-            self.fc = nn.Sequential(nn.Linear(c3 * (n_mels // 4), fc), nn.Dropout(dropout * 2))
+            self.fc = nn.Linear(c3 * (n_mels // 4), fc)
+            # batch-normalised like the conv layers, then ReLU (Magenta's fully_connected default) and dropout;
+            # without the normalisation the FC output drifts to a large constant that saturates the onset BiLSTM
+            self.fc_norm = nn.BatchNorm1d(fc)
+            self.fc_out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout * 2))
 
         def forward(self, mel: torch.Tensor) -> torch.Tensor:  # (B, T, M) -> (B, T, fc)
             x = self.cnn(mel.unsqueeze(1))  # (B, C, T, M/4)
             b, c, t, m = x.shape
-            return self.fc(x.permute(0, 2, 1, 3).reshape(b, t, c * m))
+            x = self.fc(x.permute(0, 2, 1, 3).reshape(b, t, c * m))
+            return self.fc_out(self.fc_norm(x.transpose(1, 2)).transpose(1, 2))
 
     class OnsetsAndFrames(nn.Module):
         def __init__(self, cfg: ModelConfig):
@@ -160,6 +165,10 @@ def _build_modules():
             self.frame_out = nn.Linear(2 * cfg.lstm, N_KEYS)
             self.velocity_stack = AcousticModel(m, cfg.velocity_conv, cfg.velocity_fc, d)
             self.velocity_out = nn.Linear(cfg.velocity_fc, N_KEYS)
+            with torch.no_grad():  # start at the labels' base rates (about 0.3 % onsets, 4 % frames)
+                self.onset_out.bias.fill_(-5.0)
+                self.frame_pre.bias.fill_(-3.0)
+                self.frame_out.bias.fill_(-3.0)
 
         def forward(self, mel: torch.Tensor) -> dict[str, torch.Tensor]:
             """mel (B, T, n_mels) -> logits of onset/frame (B, T, 88) and velocity (B, T, 88)."""
