@@ -180,8 +180,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"drop notes shorter than this (default {d.minimum_note_length_ms:g} ms)")
     g.add_argument("--min-freq", type=float, default=None, help="ignore pitches below this frequency (Hz)")
     g.add_argument("--max-freq", type=float, default=None, help="ignore pitches above this frequency (Hz)")
-    g.add_argument("--melodia", action=argparse.BooleanOptionalAction, default=d.melodia_trick,
-                   help=f"also add notes found without a clear onset (default {'on' if d.melodia_trick else 'off'})")
+    g.add_argument("--melodia", action="store_true",
+                   help="also add notes found without a clear onset (basic-pitch's melodia trick; helps soft pads, "
+                        "costs precision on struck and plucked sounds)")
     g = p.add_argument_group("long files")
     g.add_argument("--block-seconds", type=float, default=s.block_s, help=f"decoding block (default {s.block_s:g} s)")
     g.add_argument("--lookahead-seconds", type=float, default=s.lookahead_s,
