@@ -32,3 +32,19 @@ def test_environment_sets_option_defaults(monkeypatch):
     assert args.dry_run is True
     monkeypatch.setenv("AMBIENTGEN_NORMALIZE_DRY_RUN", "0")
     assert build_parser().parse_args(["normalize", "a", "b"]).dry_run is False
+
+
+def test_environment_handles_boolean_optional_actions(monkeypatch):
+    import argparse
+
+    from ambientgen.cli import apply_env_defaults
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--color", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--no-cache", dest="cache", action="store_false")
+    monkeypatch.setenv("AMBIENTGEN_X_COLOR", "0")
+    monkeypatch.setenv("AMBIENTGEN_X_CACHE", "0")  # the variable holds the value of dest
+    apply_env_defaults("x", p)
+    args = p.parse_args([])
+    assert args.color is False and args.cache is False
+    assert p.parse_args(["--color"]).color is True

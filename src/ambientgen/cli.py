@@ -87,7 +87,7 @@ def apply_env_defaults(command: str, parser: argparse.ArgumentParser) -> None:
         raw = os.environ.get(env_var_name(command, action.dest))
         if raw is None:
             continue
-        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction):
+        if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction):
             value: object = raw.strip().lower() in ("1", "true", "yes", "on")
         elif action.type is not None and callable(action.type):
             value = action.type(raw)
