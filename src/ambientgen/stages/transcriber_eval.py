@@ -63,12 +63,13 @@ class _PredictBasicPitch:
             return note_seq.midi_file_to_note_sequence(str(Path(tmp) / "bp.mid"))
 
 
-def make_backend(backend: str, checkpoint: str | Path | None = None, basic_pitch_impl: str = "stage") -> Any:
+def make_backend(backend: str, checkpoint: str | Path | None = None, basic_pitch_impl: str = "stage",
+                 onset_threshold: float | None = None, frame_threshold: float | None = None) -> Any:
     """An object with transcribe(audio, sr) (or transcribe_path(path)) for the backend."""
     if backend == "onsets-frames":
         from ..models.onsets_frames import load_model
 
-        return load_model(checkpoint)
+        return load_model(checkpoint, onset_threshold, frame_threshold)
     if backend == "basic-pitch":
         if checkpoint is not None:
             raise StageError(checkpoint, "--checkpoint is for --backend onsets-frames")
@@ -108,12 +109,13 @@ def note_scores(ref, est) -> dict[str, float]:
 
 
 def evaluate(backend: str = "onsets-frames", checkpoint: str | Path | None = None, data_dir: str | Path | None = None,
-             pieces: int = 20, seconds: float = 30.0, basic_pitch_impl: str = "stage") -> dict[str, Any]:
+             pieces: int = 20, seconds: float = 30.0, basic_pitch_impl: str = "stage",
+             onset_threshold: float | None = None, frame_threshold: float | None = None) -> dict[str, Any]:
     """Transcribe every held-out piece and score it; returns per-piece and mean scores plus speed."""
     import note_seq
     import soundfile as sf
 
-    model = make_backend(backend, checkpoint, basic_pitch_impl)
+    model = make_backend(backend, checkpoint, basic_pitch_impl, onset_threshold, frame_threshold)
     with tempfile.TemporaryDirectory(prefix="ambientgen-eval-") as tmp:
         wavs = heldout_examples(data_dir or tmp, pieces, seconds)
         if not wavs:
@@ -132,7 +134,9 @@ def evaluate(backend: str = "onsets-frames", checkpoint: str | Path | None = Non
                          "seconds": round(len(audio) / sr, 2), **note_scores(ref, est)})
     keys = ("precision", "recall", "f1", "precision_offset", "recall_offset", "f1_offset")
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    params = model.parameters() if callable(getattr(model, "parameters", None)) else {}
     return {"backend": getattr(model, "name", backend), "checkpoint": str(checkpoint) if checkpoint else None,
+            "parameters": params,
             "pieces": len(rows), "audio_seconds": round(audio_s, 1), "compute_seconds": round(compute_s, 2),
             "x_realtime": round(audio_s / compute_s, 1) if compute_s else None, "mean": mean, "per_piece": rows}
 
@@ -157,11 +161,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds per piece (30)")
     p.add_argument("--basic-pitch-impl", choices=("stage", "predict"), default="stage",
                    help="basic-pitch via the transcribe stage's library (default) or basic_pitch.inference.predict")
+    p.add_argument("--onset-threshold", type=float, default=None,
+                   help="onsets-frames onset threshold (default: the checkpoint's tuned value)")
+    p.add_argument("--frame-threshold", type=float, default=None,
+                   help="onsets-frames frame threshold (default: the checkpoint's tuned value)")
     p.add_argument("--json", default=None, help="also write the full results (per piece) to this JSON file")
 
 
 def main(args: argparse.Namespace) -> int:
-    res = evaluate(args.backend, args.checkpoint, args.data, args.pieces, args.seconds, args.basic_pitch_impl)
+    res = evaluate(args.backend, args.checkpoint, args.data, args.pieces, args.seconds, args.basic_pitch_impl,
+                   args.onset_threshold, args.frame_threshold)
     print(format_report(res))
     if args.json:
         write_json(args.json, res)
