@@ -115,7 +115,10 @@ def parse_request_file(path: Path, defaults: GenerationRequest) -> GenerationReq
     """Read one JSON/TOML request file over the defaults; unknown keys or bad values name the file."""
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
 
             data = tomllib.loads(path.read_text())
         else:

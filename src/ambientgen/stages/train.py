@@ -583,14 +583,14 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
             if not (math.isfinite(loss_sum) and math.isfinite(float(gnorm))):
                 rollbacks += 1
                 if rollbacks > opts.max_rollbacks:
-                    save_ckpt_path = ckpt.list()[-1] if ckpt.list() else None
+                    last_good = ckpt.list()[-1] if ckpt.list() else None
                     raise StageError(out_dir, f"loss is not finite at step {step + 1} after {opts.max_rollbacks} "
-                                     f"rollbacks; last good checkpoint: {save_ckpt_path}")
+                                     f"rollbacks; last good checkpoint: {last_good}")
                 good = ckpt.list()[-1]
                 data_state = sampler.state()
                 info = ckpt.load(good, model, opt)
                 step, tokens_seen = info["step"], info["tokens_seen"]
-                lr_scale = info.get("lr_scale", 1.0) * 0.5 ** rollbacks
+                lr_scale *= 0.5
                 sampler.set_state(data_state)  # move on past the bad batch, do not replay it
                 rows[:] = [r for r in rows if int(r["step"]) <= step]
                 bar.n = step
