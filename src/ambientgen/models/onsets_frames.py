@@ -254,10 +254,11 @@ def decode_notes(onset_probs: np.ndarray, frame_probs: np.ndarray, velocity: np.
     frames = (frame_probs > frame_threshold) | onsets
     t_total = onsets.shape[0]
     notes: list[tuple[float, float, int, int]] = []
-    for k in range(onsets.shape[1]):
+    for k in np.flatnonzero(onsets.any(axis=0)):  # keys that never fire an onset hold no notes
+        k = int(k)
         start = -1
         vel = 0
-        for t in range(t_total):
+        for t in range(int(np.argmax(onsets[:, k])), t_total):
             new_onset = onsets[t, k] and (t == 0 or not onsets[t - 1, k])
             if new_onset:
                 if start >= 0 and t - start >= min_frames:
