@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -215,7 +216,7 @@ def make_example(work: str, dest_dir: str | Path, seed: int, max_seconds: float 
 
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    name = name or f"{work.replace('/', '_').replace('.', '_')}-{seed}"
+    name = name or f"{safe_stem(work)}-{seed}"
     rng = np.random.default_rng(seed)
     ns = work_to_sequence(work)
     n_parts = len({n.instrument for n in ns.notes}) or 1
@@ -251,7 +252,7 @@ def make_dataset(dest_dir: str | Path, split: str = "train", count: int = 200, m
     for work, s in progress(jobs, f"render {split}", total=min(count, len(jobs)), unit="piece"):
         if len(made) >= count:
             break
-        name = f"{work.replace('/', '_').replace('.', '_')}-{s}"
+        name = f"{safe_stem(work)}-{s}"
         if (dest_dir / f"{name}.npz").exists():
             made.append(dest_dir / f"{name}.npz")
             continue
@@ -260,6 +261,11 @@ def make_dataset(dest_dir: str | Path, split: str = "train", count: int = 200, m
         except StageError as exc:
             log.warning("%s", exc)
     return made
+
+
+def safe_stem(work: str) -> str:
+    """'trecento/PMFC_01-Vos Qui.xml' -> 'trecento_PMFC_01-Vos_Qui_xml': a file name without spaces or slashes."""
+    return re.sub(r"[^A-Za-z0-9-]+", "_", work).strip("_")
 
 
 def load_example(npz: str | Path) -> dict[str, np.ndarray]:
