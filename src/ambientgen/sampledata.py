@@ -31,12 +31,10 @@ SOFT_PROGRAMS = (0, 4, 19, 48, 52, 89)
 
 
 def corpus_works(composer: str = "bach", limit: int | None = None) -> list[str]:
-    """Corpus identifiers of a composer's works in music21's bundled corpus (sorted, stable)."""
-    from music21 import corpus
+    """Corpus identifiers ('bach/bwv66.6') of a composer's scores in music21's bundled corpus (sorted, unique)."""
+    from .music.synth_data import corpus_works as corpus_paths
 
-    paths = sorted(corpus.getComposer(composer))
-    root = Path(corpus.__file__).parent
-    ids = [str(p.relative_to(root).with_suffix("")) for p in paths]
+    ids = list(dict.fromkeys(str(Path(p).with_suffix("")) for p in corpus_paths(composer)))
     return ids[:limit] if limit else ids
 
 

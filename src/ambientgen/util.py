@@ -32,7 +32,7 @@ def setup_logging(verbose: int = 0) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
-    for noisy in ("numba", "matplotlib", "PIL", "h5py", "absl", "root"):
+    for noisy in ("numba", "matplotlib", "PIL", "h5py", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
