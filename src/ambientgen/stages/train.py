@@ -23,7 +23,7 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from ..util import StageError, atomic_path, write_json
 
 HELP = "train the Music Transformer (resumable safetensors checkpoints, metrics.csv)"
 EXAMPLES = """
-  ambientgen train /pfs/transformer-preprocess /pfs/out --config small
+  ambientgen train /pfs/transformer-preprocess /pfs/out
   ambientgen train dataset/ model/ --config tiny --minutes 10
   ambientgen train dataset/ model/ --config tiny --steps 2000 --resume
   ambientgen train dataset/ model/ --config base --batch-size 4 --grad-accum 4 --device cuda
@@ -82,6 +82,8 @@ class TrainOptions:
     model_overrides: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainOptions:
+        if self.config == "auto":
+            return replace(self, config=auto_config(self.device)).resolved()
         d = TRAIN_DEFAULTS.get(self.config)
         if d is None:
             raise StageError(None, f"unknown config {self.config!r}; choose one of {', '.join(TRAIN_DEFAULTS)}")
@@ -94,6 +96,17 @@ class TrainOptions:
         if out.schedule not in ("cosine", "inverse-sqrt"):
             raise StageError(None, f"unknown schedule {out.schedule!r}")
         return out
+
+
+def auto_config(device: str = "auto") -> str:
+    """`small` where training runs on a GPU, `tiny` on a CPU (minutes, not days, on a laptop)."""
+    if device.startswith("cuda"):
+        return "small"
+    if device == "auto":
+        import torch
+
+        return "small" if torch.cuda.is_available() else "tiny"
+    return "tiny"
 
 
 @dataclass
@@ -659,7 +672,8 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", help="data set directory (make-dataset output: performance/{train,eval}.tfrecord)")
     p.add_argument("output_dir", help="model directory: model.safetensors, config.json, metrics.csv, checkpoints/")
-    p.add_argument("--config", default="tiny", choices=list(TRAIN_DEFAULTS), help="model size (default tiny)")
+    p.add_argument("--config", default="auto", choices=["auto", *TRAIN_DEFAULTS],
+                   help="model size (default auto: small on a GPU, tiny on a CPU)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (also the schedule's length)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per micro-batch")
