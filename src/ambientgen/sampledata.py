@@ -99,14 +99,23 @@ def make_samples(out_dir: str | Path, count: int = 4, seconds: float | None = 20
     if count > len(works):
         works += [w for w in corpus_works("bach") if w not in works]
     made: list[Path] = []
-    for i, work in enumerate(progress(works[:count], "sample-data", unit="piece")):
+    pieces = 0
+    bar = progress(iter(works), "sample-data", total=count, unit="piece")
+    for work in bar:
+        if pieces >= count:
+            break
         name = work.replace("/", "_").replace(".", "_")
-        prog = program if program is not None else SOFT_PROGRAMS[int(hashlib.sha1(work.encode()).hexdigest(), 16) % len(SOFT_PROGRAMS)]
-        mid = score_to_midi(work, out_dir / f"{name}.mid", program=prog, max_seconds=seconds)
+        digest = int(hashlib.sha1(work.encode()).hexdigest(), 16)
+        prog = program if program is not None else SOFT_PROGRAMS[digest % len(SOFT_PROGRAMS)]
+        try:
+            mid = score_to_midi(work, out_dir / f"{name}.mid", program=prog, max_seconds=seconds)
+        except Exception as exc:  # music21 cannot expand some scores (repeats, pickups): use the next work
+            log.warning("%s: skipped, music21 could not convert it (%s)", work, exc)
+            continue
         made.append(mid)
         if mp3:
             made.append(render_midi(mid, out_dir / f"{name}.mp3"))
-        log.debug("sample %d: %s", i, name)
+        pieces += 1
     return made
 
 
