@@ -299,22 +299,10 @@ class Store:
 
     def write_json_atomic(self, path: Path, obj: object) -> None:
         """Write JSON to a temporary file beside path, fsync, rename, fsync the folder."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(obj, fh, indent=1, sort_keys=True)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(path.parent)
+        self.write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
     def write_text_atomic(self, path: Path, text: str) -> None:
+        """Write text to a temporary file beside path, fsync, rename, fsync the folder."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
