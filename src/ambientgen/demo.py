@@ -35,7 +35,7 @@ REPOS = (
     "audio-unprocessed", "audio-processed", "audio-processed-wav", "midi", "transformer-preprocess",
     "music-transformer", "generation-config", "music-transformer-generate", "ambient-render",
 )
-HUMAN_NAMES = ("Chorale n°{i} – evening (Bach).mp3", "Choral {i} (Forêt, live).mp3", "sleep chorale {i}.MP3")
+HUMAN_NAMES = ("Chorale n°{i} – evening, Bach.mp3", "Choral {i} – Forêt live.mp3", "sleep chorale {i}.MP3")
 
 
 def find_dir(explicit: str | os.PathLike | None, name: str) -> Path:
