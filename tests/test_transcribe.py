@@ -1,7 +1,7 @@
 """transcribe: real chorales rendered with FluidSynth, encoded to MP3, decoded by mp3-to-wav, transcribed.
 
 The F1 floor of 0.7 below sits well under what the chosen settings give on these pieces with an electric
-piano (0.85-0.95, see bench/RESULTS_transcribe.md) to leave room for other ffmpeg/FluidSynth builds, and
+piano (0.85-0.95, see bench/RESULTS.md) to leave room for other ffmpeg/FluidSynth builds, and
 far above what a broken stage gives: misaligned frames (tens of ms off) or another file's notes give < 0.3.
 """
 
