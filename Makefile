@@ -10,7 +10,7 @@ REGISTRY ?= docker.io/ambientgen
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PACH_ARGS ?=
 
-.PHONY: help demo test test-fast lint system-deps venv bench images push-images deploy-pipelines put-mp3 put-config wait-jobs get-results undeploy clean
+.PHONY: help demo test test-fast test-tensorflow lint system-deps venv bench images push-images deploy-pipelines put-mp3 put-config wait-jobs get-results undeploy clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -37,6 +37,14 @@ test: system-deps venv  ## run the test suite
 
 test-fast: venv  ## tests without the slow ones
 	$(PY) -m pytest -q -m "not slow"
+
+test-tensorflow: system-deps  ## the optional tests that read our TFRecords with real TensorFlow (own venv: .venv-tf)
+	@test -x .venv-tf/bin/python || $(PY_BOOT) -m venv .venv-tf
+	.venv-tf/bin/pip install -q 'setuptools<81' wheel
+	.venv-tf/bin/pip install -q -r requirements.txt tensorflow-cpu==2.21.0
+	.venv-tf/bin/pip install -q --no-deps -r requirements-nodeps.txt
+	.venv-tf/bin/pip install -q --no-deps --no-build-isolation -e .
+	.venv-tf/bin/python -m pytest -q -m tensorflow tests/test_dataset_tfrecord.py
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench scripts
