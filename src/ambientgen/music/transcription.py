@@ -32,6 +32,10 @@ BP_WINDOW_FRAMES = 172
 BP_TRIM = 8
 BP_KEEP = BP_WINDOW_FRAMES - 2 * BP_TRIM  # frames kept per window; windows advance by BP_KEEP * BP_HOP samples
 MIDI_OFFSET = 21  # pitch of frequency bin 0 (A0)
+N_KEYS = 88
+# A model window whose peak stays below this (about -80 dBFS) holds no note: its activations are zero and the
+# model is not run, so long pauses (sleep and ASMR recordings) cost almost nothing.
+SILENT_PEAK = 1e-4
 
 
 class Note(NamedTuple):
@@ -311,16 +315,16 @@ class BasicPitchTranscriber:
 
     def activations(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """Yield (note [n, 88], onset [n, 88], total_frames) for consecutive frames; total_frames at the end only."""
+        keep = slice(BP_TRIM, BP_TRIM + BP_KEEP)
         for batch, total in _frame_windows(blocks, self.stream.batch_windows):
-            if len(batch):
-                note, onset = self.session.run(self._outputs, {self._input: batch})
-                keep = slice(BP_TRIM, BP_TRIM + BP_KEEP)
-                note = note[:, keep, :].reshape(-1, note.shape[-1])
-                onset = onset[:, keep, :].reshape(-1, onset.shape[-1])
-            else:
-                note = onset = np.zeros((0, 88), dtype=np.float32)
+            note = np.zeros((len(batch), BP_KEEP, N_KEYS), dtype=np.float32)
+            onset = np.zeros_like(note)
+            loud = np.abs(batch).reshape(len(batch), -1).max(axis=1, initial=0.0) >= SILENT_PEAK
+            if loud.any():
+                n, o = self.session.run(self._outputs, {self._input: batch[loud]})
+                note[loud], onset[loud] = n[:, keep, :], o[:, keep, :]
             n_frames = -(-total // BP_HOP) if total else 0
-            yield note, onset, n_frames
+            yield note.reshape(-1, N_KEYS), onset.reshape(-1, N_KEYS), n_frames
 
     def activations_of(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Whole-signal activations (22050 Hz mono audio), trimmed to the signal's frames."""
