@@ -1,4 +1,4 @@
-"""Stage `make-dataset`: MIDI files -> NoteSequence + Music Transformer TFRecord data set.
+"""Stage 4: MIDI files -> NoteSequence + Music Transformer TFRecord data set.
 
 Output layout (what `ambientgen train` reads)::
 

@@ -1,4 +1,4 @@
-"""Stage: generate new MIDI with a trained Music Transformer.
+"""Stage 6: generate new MIDI with a trained Music Transformer.
 
 One request per small JSON or TOML file in ``--config-dir`` (on Pachyderm the ``generation-config`` repo,
 crossed with the model), or a single request from the command-line options. Each request writes

@@ -1,4 +1,4 @@
-"""Stage 9: render generated MIDI to ambient audio (WAV + MP3) with a piano-roll picture beside each piece.
+"""Stage 7: render generated MIDI to ambient audio (WAV + MP3) with a piano-roll picture beside each piece.
 
 The chain, all streamed in blocks (memory does not grow with the length of the output):
 

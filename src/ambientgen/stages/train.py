@@ -1,4 +1,4 @@
-"""Stage: train the Music Transformer on the TFRecord data set written by `ambientgen make-dataset`.
+"""Stage 5: train the Music Transformer on the TFRecord data set written by `ambientgen make-dataset`.
 
 Reads DATA_DIR/performance/train*.tfrecord and eval*.tfrecord (int64 feature ``targets``: one piece's performance
 tokens). Batches are random windows of at most max_len+1 tokens, grouped by length so that little padding
