@@ -29,3 +29,26 @@ def sample_mp3s(tmp_path_factory) -> list[Path]:
 
     made = make_samples(tmp_path_factory.mktemp("mp3s"), count=2, seconds=12.0, mp3=True)
     return [p for p in made if p.suffix == ".mp3"]
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Run a module's torch work on one thread (deterministic and kind to a shared 2-core machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def chorale_dataset(sample_midis, tmp_path_factory) -> Path:
+    """The sample chorales through the real make-dataset stage (no augmentation, to stay small)."""
+    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+
+    out = tmp_path_factory.mktemp("dataset")
+    make_dataset(sample_midis[0].parent, out, DatasetOptions(augment=False, eval_percent=25, test_percent=0,
+                                                             max_events=512))
+    assert (out / "performance" / "train.tfrecord").is_file()
+    return out

@@ -7,33 +7,21 @@ from pathlib import Path
 
 import note_seq
 import pytest
-import torch
 
 from ambientgen.cli import main as cli
 from ambientgen.music import performance as perf
 from ambientgen.stages.generate import GenerationRequest, close_open_notes, generate, seconds_of
 from ambientgen.stages.train import TrainOptions, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(sample_midis, tmp_path_factory) -> Path:
+def model_dir(chorale_dataset, tmp_path_factory) -> Path:
     """A tiny model trained for a few steps on the sample chorales (real make-dataset + train stages)."""
-    from ambientgen.stages.dataset import DatasetOptions, make_dataset
-
-    data = tmp_path_factory.mktemp("gen-data")
-    make_dataset(sample_midis[0].parent, data, DatasetOptions(augment=False, eval_percent=25, test_percent=0,
-                                                              max_events=512))
     out = tmp_path_factory.mktemp("gen-model")
-    train(data, out, TrainOptions(config="tiny", steps=6, seq_len=64, batch_size=4, eval_windows=4,
-                                  eval_every=6, checkpoint_every=6, primer_seconds=3.0))
+    train(chorale_dataset, out, TrainOptions(config="tiny", steps=6, seq_len=64, batch_size=4, eval_windows=4,
+                                             eval_every=6, checkpoint_every=6, primer_seconds=3.0))
     return out
 
 

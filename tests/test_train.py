@@ -31,24 +31,7 @@ from ambientgen.util import StageError
 FAST = dict(config="tiny", seq_len=64, batch_size=4, eval_windows=8, log_every=2, warmup=3, primer_seconds=4.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def dataset(sample_midis, tmp_path_factory) -> Path:
-    """The sample chorales through the real make-dataset stage (no augmentation, to stay small)."""
-    from ambientgen.stages.dataset import DatasetOptions, make_dataset
-
-    out = tmp_path_factory.mktemp("dataset")
-    make_dataset(sample_midis[0].parent, out, DatasetOptions(augment=False, eval_percent=25, test_percent=0,
-                                                             max_events=512))
-    assert (out / "performance" / "train.tfrecord").is_file()
-    return out
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -60,9 +43,9 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_train_writes_model_metrics_primers_and_checkpoints(dataset, tmp_path):
+def test_train_writes_model_metrics_primers_and_checkpoints(chorale_dataset, tmp_path):
     out = tmp_path / "model"
-    res = train(dataset, out, TrainOptions(steps=10, eval_every=5, checkpoint_every=3, keep=2, **FAST))
+    res = train(chorale_dataset, out, TrainOptions(steps=10, eval_every=5, checkpoint_every=3, keep=2, **FAST))
     assert res.step == 10 and not res.interrupted
     assert math.isfinite(res.eval_nll) and 0 <= res.eval_accuracy <= 1
     names = sorted(p.name for p in out.iterdir())
@@ -86,19 +69,19 @@ def test_train_writes_model_metrics_primers_and_checkpoints(dataset, tmp_path):
     assert all(2 <= t < 390 for p in primers for t in p["tokens"])
 
 
-def test_resume_after_sigterm_gives_bitwise_the_same_weights(dataset, tmp_path):
+def test_resume_after_sigterm_gives_bitwise_the_same_weights(chorale_dataset, tmp_path):
     opts = dict(steps=9, eval_every=4, **FAST)
-    train(dataset, tmp_path / "straight", TrainOptions(checkpoint_every=4, **opts))
+    train(chorale_dataset, tmp_path / "straight", TrainOptions(checkpoint_every=4, **opts))
 
     def sigterm_at_5(step, model):
         if step == 5:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    first = train(dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, **opts), fault_hook=sigterm_at_5)
+    first = train(chorale_dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, **opts), fault_hook=sigterm_at_5)
     assert first.interrupted and 5 <= first.step < 9
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
     assert not same_weights(tmp_path / "straight", tmp_path / "split")
-    second = train(dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, resume=True, **opts))
+    second = train(chorale_dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, resume=True, **opts))
     assert second.step == 9
     assert same_weights(tmp_path / "straight", tmp_path / "split")
     with open(tmp_path / "split" / "metrics.csv", newline="") as fh:
@@ -107,9 +90,9 @@ def test_resume_after_sigterm_gives_bitwise_the_same_weights(dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(dataset, tmp_path):
+def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(chorale_dataset, tmp_path):
     env = {**os.environ, "AMBIENTGEN_NO_PROGRESS": "1"}
-    args = [sys.executable, "-m", "ambientgen", "train", str(dataset), "--config", "tiny", "--seq-len", "48",
+    args = [sys.executable, "-m", "ambientgen", "train", str(chorale_dataset), "--config", "tiny", "--seq-len", "48",
             "--batch-size", "2", "--steps", "400", "--checkpoint-every", "2", "--eval-every", "1000", "--threads", "1"]
     out = tmp_path / "killed"
     proc = subprocess.Popen([*args, str(out)], env=env, stderr=subprocess.DEVNULL)
@@ -130,7 +113,7 @@ def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(dataset, tmp_path
     assert json.loads((out / "config.json").read_text())["step"] == done[-1] + 2
 
 
-def test_nan_loss_rolls_back_to_the_last_good_checkpoint(dataset, tmp_path, caplog):
+def test_nan_loss_rolls_back_to_the_last_good_checkpoint(chorale_dataset, tmp_path, caplog):
     hit = []
 
     def poison(step, model):
@@ -140,7 +123,7 @@ def test_nan_loss_rolls_back_to_the_last_good_checkpoint(dataset, tmp_path, capl
                 model.blocks[0].mlp[0].weight[0, 0] = float("nan")
 
     with caplog.at_level(logging.ERROR):
-        res = train(dataset, tmp_path / "m", TrainOptions(steps=8, checkpoint_every=4, eval_every=4, **FAST),
+        res = train(chorale_dataset, tmp_path / "m", TrainOptions(steps=8, checkpoint_every=4, eval_every=4, **FAST),
                     fault_hook=poison)
     assert hit and res.rollbacks == 1 and res.step == 8
     assert "non-finite loss" in caplog.text and "step-0000004" in caplog.text
@@ -148,15 +131,15 @@ def test_nan_loss_rolls_back_to_the_last_good_checkpoint(dataset, tmp_path, capl
     assert math.isfinite(res.eval_nll)
 
 
-def test_errors_name_the_problem(dataset, tmp_path):
+def test_errors_name_the_problem(chorale_dataset, tmp_path):
     with pytest.raises(StageError, match="data directory does not exist"):
         train(tmp_path / "nope", tmp_path / "o", TrainOptions(steps=1, **FAST))
     (tmp_path / "empty").mkdir()
     with pytest.raises(StageError, match="no training data"):
         train(tmp_path / "empty", tmp_path / "o", TrainOptions(steps=1, **FAST))
-    train(dataset, tmp_path / "m", TrainOptions(steps=2, **FAST))
+    train(chorale_dataset, tmp_path / "m", TrainOptions(steps=2, **FAST))
     with pytest.raises(StageError, match="pass --resume"):
-        train(dataset, tmp_path / "m", TrainOptions(steps=2, **FAST))
+        train(chorale_dataset, tmp_path / "m", TrainOptions(steps=2, **FAST))
     bad = tmp_path / "bad" / "performance"
     bad.mkdir(parents=True)
     (bad / "train.tfrecord").write_bytes(b"\x00" * 7)
@@ -164,10 +147,10 @@ def test_errors_name_the_problem(dataset, tmp_path):
         train(tmp_path / "bad", tmp_path / "o2", TrainOptions(steps=1, **FAST))
 
 
-def test_cli_train_minutes_budget(dataset, tmp_path):
+def test_cli_train_minutes_budget(chorale_dataset, tmp_path):
     from ambientgen.cli import main
 
-    rc = main(["train", str(dataset), str(tmp_path / "m"), "--config", "tiny", "--seq-len", "32", "--batch-size",
+    rc = main(["train", str(chorale_dataset), str(tmp_path / "m"), "--config", "tiny", "--seq-len", "32", "--batch-size",
                "2", "--steps", "100000", "--minutes", "0.05", "--attention", "vanilla"])
     assert rc == 0
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
