@@ -49,7 +49,7 @@ def test_train_writes_model_metrics_primers_and_checkpoints(chorale_dataset, tmp
     assert res.step == 10 and not res.interrupted
     assert math.isfinite(res.eval_nll) and 0 <= res.eval_accuracy <= 1
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["checkpoints", "config.json", "metrics.csv", "model.safetensors", "primers.json"]
+    assert names == ["best.safetensors", "checkpoints", "config.json", "metrics.csv", "model.safetensors", "primers.json"]
     # keep-last-k: steps 9 and 10 (the final one) remain
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-0000009", "step-0000010"]
     for ck in (out / "checkpoints").iterdir():  # safetensors + JSON only, never pickles

@@ -72,6 +72,7 @@ class DatasetOptions:
     min_events: int = 64  # a trailing window shorter than this is dropped (a file's first window never is)
     eval_percent: float = 5.0
     test_percent: float = 5.0
+    tail_eval_percent: float = 10.0  # with no file hashed into eval: the last part of each file's time instead
     stretch: tuple[float, ...] = DEFAULT_STRETCH
     transpose: tuple[int, ...] = DEFAULT_TRANSPOSE
     augment: bool = True
@@ -307,10 +308,25 @@ def _ordered_map(fn: Any, items: list[tuple], jobs: int) -> Iterator[Any]:
 def _assign_splits(rels: list[str], opts: DatasetOptions) -> dict[str, str]:
     splits = {rel: split_of(rel, opts.eval_percent, opts.test_percent) for rel in rels}
     if rels and "train" not in splits.values():
-        log.warning("only %d MIDI file(s), none hashed into train: using all of them for training "
-                    "(eval and test stay empty)", len(rels))
+        log.warning("only %d MIDI file(s), none hashed into train: using all of them for training", len(rels))
         splits = dict.fromkeys(rels, "train")
     return splits
+
+
+def split_tail(arrays: tuple[np.ndarray, ...], percent: float) -> tuple[tuple[np.ndarray, ...], tuple | None]:
+    """(head, tail) of a file's notes: notes starting in the last ``percent`` of its time go to the tail,
+    shifted to start at 0, so a small data set's eval windows are music the model never trained on."""
+    start, end, pitch, velocity = arrays
+    if not len(start) or percent <= 0:
+        return arrays, None
+    cut = float(start.min() + (end.max() - start.min()) * (1 - percent / 100))
+    head = start < cut
+    if head.all() or not head.any():
+        return arrays, None
+    tail = ~head
+    t0 = float(start[tail].min())
+    return ((start[head], end[head], pitch[head], velocity[head]),
+            (start[tail] - t0, end[tail] - t0, pitch[tail], velocity[tail]))
 
 
 def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
@@ -335,6 +351,12 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     midis = [p for p in all_files if is_midi_path(p)]
     rels = [p.relative_to(input_dir).as_posix() for p in midis]
     splits = _assign_splits(rels, opts)
+    # Too few files for the hash to put any in eval: hold out the end of every file instead of evaluating on
+    # the training windows.
+    tail_eval = bool(rels) and "eval" not in splits.values() and opts.tail_eval_percent > 0
+    if tail_eval:
+        log.warning("no file hashed into eval (%d files): the last %g%% of each file is the eval split",
+                    len(rels), opts.tail_eval_percent)
 
     cache = NoteCache(opts.cache_dir, opts.limits)
     stats = {s: SplitStats() for s in SPLITS}
@@ -364,6 +386,19 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
             ns = music_pb2.NoteSequence.FromString(ns_bytes)
             st = stats[split]
             n_records = n_tokens = 0
+            if tail_eval and split == "train":
+                arrays, tail = split_tail(arrays, opts.tail_eval_percent)
+                if tail is not None:
+                    ids = perf.encode_arrays(*tail)
+                    ids = np.append(ids, perf.EOS_ID) if opts.eos and len(ids) else ids
+                    ev = stats["eval"]
+                    for w in windows(ids, opts.max_events, hop, opts.min_events):
+                        writers["perf", "eval"].write(serialize_example({"targets": w}))
+                        ev.id_counts += np.bincount(w, minlength=perf.VOCAB_SIZE)
+                        ev.records += 1
+                        ev.tokens += len(w)
+                    ev.notes += len(tail[0])
+                    ev.events += len(ids)
             augmentations = opts.augmentations(split)
             events = 0 if (1.0, 0) in augmentations else len(perf.encode_arrays(*arrays))
             for stretch, transpose in augmentations:
@@ -394,7 +429,7 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     for w in writers.values():
         w.close()
 
-    summary = _summary(opts, hop, stats, per_file, rejected, skipped)
+    summary = _summary(opts, hop, stats, per_file, rejected, skipped, tail_eval)
     write_json(output_dir / "summary.json", summary)
     log.info("cache: %d file(s) reused, %d read%s", cache.hits, cache.misses,
              f" ({cache.root})" if cache.root else " (no cache)")
@@ -403,7 +438,7 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
 
 
 def _summary(opts: DatasetOptions, hop: int, stats: dict[str, SplitStats], per_file: list[dict[str, Any]],
-             rejected: list[dict[str, str]], skipped: list[dict[str, str]]) -> dict[str, Any]:
+             rejected: list[dict[str, str]], skipped: list[dict[str, str]], tail_eval: bool = False) -> dict[str, Any]:
     total = SplitStats()
     for s in stats.values():
         total.id_counts += s.id_counts
@@ -411,10 +446,14 @@ def _summary(opts: DatasetOptions, hop: int, stats: dict[str, SplitStats], per_f
             setattr(total, k, getattr(total, k) + getattr(s, k))
     counts = total.id_counts
     notes: list[str] = []
-    if stats["train"].files and not stats["eval"].files:
-        notes.append("eval split is empty (too few files for a hash split): evaluate on a part of train")
+    if tail_eval:
+        notes.append(f"too few files for a hash split: eval is the last {opts.tail_eval_percent:g}% of each "
+                     "file's time, which train does not contain")
+    elif stats["train"].files and not stats["eval"].files:
+        notes.append("eval split is empty")
     settings = json.loads(json.dumps(asdict(opts)))  # tuples -> lists, as summary.json holds them
     settings["hop"] = hop
+    settings["eval_mode"] = "tail" if tail_eval else "hash"
     del settings["cache_dir"], settings["jobs"]  # how it was built, not what was built
     return {
         "format": {
@@ -499,6 +538,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop a trailing window shorter than this (default 64)")
     p.add_argument("--eval-percent", type=float, default=5.0, help="share of files in eval (default 5)")
     p.add_argument("--test-percent", type=float, default=5.0, help="share of files in test (default 5)")
+    p.add_argument("--tail-eval-percent", type=float, default=10.0,
+                   help="when no file hashes into eval (a small data set), hold out the last N%% of each file's "
+                        "time as eval (default 10; 0: no eval split)")
     p.add_argument("--stretch", type=_floats, default=DEFAULT_STRETCH,
                    help="train-time stretch factors (default 0.95,0.975,1,1.025,1.05)")
     p.add_argument("--transpose", type=_ints, default=DEFAULT_TRANSPOSE,
@@ -522,7 +564,7 @@ def options_from_args(args: argparse.Namespace) -> DatasetOptions:
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     return DatasetOptions(
         max_events=args.max_events, hop=args.hop, min_events=args.min_events,
-        eval_percent=args.eval_percent, test_percent=args.test_percent,
+        eval_percent=args.eval_percent, test_percent=args.test_percent, tail_eval_percent=args.tail_eval_percent,
         stretch=tuple(args.stretch), transpose=tuple(args.transpose), augment=not args.no_augment,
         eos=not args.no_eos, cache_dir=cache_dir, jobs=max(1, args.jobs),
         limits=MidiLimits(max_bytes=int(args.max_mib * 2**20), max_notes=args.max_notes,

@@ -29,11 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from ..util import StageError, atomic_path, write_json
+from . import finetune
 
 HELP = "train the Music Transformer (resumable safetensors checkpoints, metrics.csv)"
 EXAMPLES = """
   ambientgen train /pfs/transformer-preprocess /pfs/out
-  ambientgen train dataset/ model/ --config tiny --minutes 10
+  ambientgen train dataset/ model/ --minutes 4                 # fine-tune the shipped base model
+  ambientgen train dataset/ model/ --init scratch --config tiny --minutes 10
+  ambientgen train dataset/ model/ --init other_model/ --patience 4
   ambientgen train dataset/ model/ --config tiny --steps 2000 --resume
   ambientgen train dataset/ model/ --config base --batch-size 4 --grad-accum 4 --device cuda
 """
@@ -44,14 +47,19 @@ METRIC_COLUMNS = ["step", "epoch", "train_loss", "eval_nll", "eval_accuracy", "l
 # Optimisation defaults per model config (the model shapes are in models.transformer.CONFIGS).
 TRAIN_DEFAULTS: dict[str, dict] = {
     "tiny": dict(steps=1500, batch_size=16, lr=2e-3, warmup=100, eval_every=100, checkpoint_every=100),
+    "medium": dict(steps=100000, batch_size=16, lr=1e-3, warmup=200, eval_every=200, checkpoint_every=200),
     "small": dict(steps=20000, batch_size=16, lr=6e-4, warmup=1000, eval_every=500, checkpoint_every=500),
     "base": dict(steps=100000, batch_size=8, lr=3e-4, warmup=4000, eval_every=1000, checkpoint_every=1000),
 }
+# Fine-tuning a model folder (--init base|DIR): a short warm-up, a lower peak, frequent evaluation and early
+# stopping, since a user's few pieces are learned (and then over-learned) within minutes.
+FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=3e-4, warmup=20, eval_every=20, checkpoint_every=40,
+                         patience=8, dropout=0.1)
 
 
 @dataclass
 class TrainOptions:
-    config: str = "tiny"
+    config: str = "auto"  # auto: small on a GPU, tiny on a CPU; with --init, the init model's own shape
     steps: int | None = None
     minutes: float | None = None
     batch_size: int | None = None
@@ -79,6 +87,8 @@ class TrainOptions:
     primer_count: int = 8
     resume: bool = False
     max_rollbacks: int = 5
+    init: str = "scratch"  # "scratch", "base" (the shipped base model) or a model folder to fine-tune
+    patience: int | None = None  # stop after this many evaluations without a better eval NLL
     model_overrides: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainOptions:
@@ -87,6 +97,8 @@ class TrainOptions:
         d = TRAIN_DEFAULTS.get(self.config)
         if d is None:
             raise StageError(None, f"unknown config {self.config!r}; choose one of {', '.join(TRAIN_DEFAULTS)}")
+        if self.init != "scratch":
+            d = FINETUNE_DEFAULTS
         out = TrainOptions(**asdict(self))
         for k, v in d.items():
             if getattr(out, k) is None:
@@ -120,6 +132,8 @@ class TrainResult:
     interrupted: bool = False
     rollbacks: int = 0
     resumed_from: int | None = None
+    best_step: int | None = None
+    init: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -484,9 +498,12 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     """
     import torch
 
-    from ..models.transformer import MusicTransformer, get_config, save_model_dir
+    from ..models.transformer import MusicTransformer, save_model_dir
 
-    opts = (opts or TrainOptions()).resolved()
+    opts = opts or TrainOptions()
+    init_dir = finetune.init_dir(opts)
+    explicit_config = opts.config != "auto"
+    opts = replace(opts, init=str(init_dir) if init_dir else "scratch").resolved()
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if not data_dir.is_dir():
         raise StageError(data_dir, "data directory does not exist")
@@ -503,20 +520,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    overrides = dict(opts.model_overrides)
-    if opts.attention:
-        overrides["attention"] = opts.attention
-    if opts.dropout is not None:
-        overrides["dropout"] = opts.dropout
-    try:
-        from ..music import performance
-
-        overrides.setdefault("vocab_size", performance.VOCAB_SIZE)
-        overrides.setdefault("pad_id", performance.PAD_ID)
-        overrides.setdefault("eos_id", performance.EOS_ID)
-        cfg = get_config(opts.config, **overrides)
-    except ValueError as exc:
-        raise StageError(None, str(exc)) from None
+    cfg = finetune.model_config(opts, init_dir, explicit_config)
     window = min(opts.seq_len or cfg.max_len, cfg.max_len) + 1
 
     train_pieces = load_split(data_dir, "train")
@@ -533,20 +537,26 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     log.info("data: %d train pieces (%d tokens), %d eval pieces", len(train_pieces), train_tokens, len(eval_pieces))
 
     torch.manual_seed(opts.seed)
-    model = MusicTransformer(cfg).to(device)
+    model = MusicTransformer(cfg)
+    if init_dir is not None:
+        finetune.load_init(model, init_dir)
+    model = model.to(device)
     impl = model.set_attn_impl(opts.attn_impl)
     opt = make_optimizer(model, opts, device)
     sampler = WindowSampler(train_pieces, opts.batch_size, window, opts.seed)
     ev_windows = eval_windows(eval_pieces, window, opts.eval_windows)
-    log.info("model %s (%s attention, %s kernel): %.2fM parameters on %s%s%s", opts.config, cfg.attention, impl,
+    log.info("model %s (%s attention, %s kernel): %.2fM parameters on %s%s%s",
+             f"fine-tuned from {init_dir}" if init_dir else opts.config, cfg.attention, impl,
              model.num_params() / 1e6, device, ", bf16" if amp_dtype else "", ", compiled" if use_compile else "")
 
     step, tokens_seen, lr_scale, rollbacks, resumed_from = 0, 0, 1.0, 0, None
+    best = finetune.Best(out_dir)
     metrics_path = out_dir / "metrics.csv"
     if opts.resume and ckpt.list():
         latest = ckpt.list()[-1]
         info = ckpt.load(latest, model, opt)
         step, tokens_seen, lr_scale = info["step"], info["tokens_seen"], info.get("lr_scale", 1.0)
+        best.set_state(info.get("best"))
         sampler.set_state(info["sampler"])
         resumed_from = step
         log.info("resumed from %s (step %d)", latest, step)
@@ -557,9 +567,15 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         _write_metrics(metrics_path, rows)
         return ckpt.save(step, model, opt, {"tokens_seen": tokens_seen, "lr_scale": lr_scale,
                                             "sampler": sampler.state(), "config": opts.config,
+                                            "best": best.state(),
                                             "model": cfg.to_dict(), "options": asdict(opts)})
 
     if not ckpt.list():
+        if init_dir is not None:  # the starting point is a candidate too: fine-tuning must beat it
+            nll, acc = evaluate(model, ev_windows, opts.batch_size, device, amp_dtype)
+            rows.append({"step": 0, "epoch": "0", "eval_nll": _fmt(nll), "eval_accuracy": _fmt(acc)})
+            best.offer(0, nll, acc, model)
+            log.info("step 0 (%s): eval NLL %.4f, accuracy %.3f", init_dir.name, nll, acc)
         save_ckpt()  # step 0: the rollback target before the first regular checkpoint
 
     deadline = time.monotonic() + opts.minutes * 60 if opts.minutes else None
@@ -575,6 +591,10 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         while step < opts.steps:
             if stop.signum is not None or (deadline and time.monotonic() > deadline):
                 interrupted = stop.signum is not None
+                break
+            if opts.patience and best.stale >= opts.patience:
+                log.info("no better eval NLL in %d evaluations: stopping at step %d (best: step %d, %.4f)",
+                         best.stale, step, best.step, best.nll)
                 break
             if fault_hook:
                 fault_hook(step, model)
@@ -629,6 +649,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
                 if is_eval:
                     nll, acc = evaluate(model, ev_windows, opts.batch_size, device, amp_dtype)
                     row.update(eval_nll=_fmt(nll), eval_accuracy=_fmt(acc))
+                    best.offer(step, nll, acc, model)
                     log.info("step %d: train loss %.4f, eval NLL %.4f, accuracy %.3f, %.0f tokens/s",
                              step, loss_acc / max(loss_n, 1), nll, acc, tps)
                 rows.append(row)
@@ -645,8 +666,11 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         last_eval = next((r for r in reversed(rows) if r.get("eval_nll")), None)
         nll = float(last_eval["eval_nll"]) if last_eval else None
         acc = float(last_eval["eval_accuracy"]) if last_eval else None
+        if best.load_into(model):  # the model folder holds the weights with the best eval NLL
+            nll, acc = best.nll, best.accuracy
         save_model_dir(model, out_dir, {
             "config_name": opts.config, "step": step, "tokens_seen": tokens_seen, "attn_impl": impl,
+            "init": str(init_dir) if init_dir else "scratch", "best_step": best.step,
             "eval_nll": nll, "eval_accuracy": acc, "complete": not stopped_early,
             "train_seconds": round(time.monotonic() - t_start, 1),
             "first_tokens": {str(k): int(v) for k, v in zip(*np.unique([int(p[0]) for p in train_pieces],
@@ -662,7 +686,8 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         log.warning("stopped at step %d by a signal; continue with --resume", step)
     elif stopped_early:
         log.info("time limit reached at step %d of %d; continue with --resume", step, opts.steps)
-    return TrainResult(out_dir, step, last_loss, nll, acc, tps, interrupted, rollbacks, resumed_from)
+    return TrainResult(out_dir, step, last_loss, nll, acc, tps, interrupted, rollbacks, resumed_from, best.step,
+                       str(init_dir) if init_dir else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -673,7 +698,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", help="data set directory (make-dataset output: performance/{train,eval}.tfrecord)")
     p.add_argument("output_dir", help="model directory: model.safetensors, config.json, metrics.csv, checkpoints/")
     p.add_argument("--config", default="auto", choices=["auto", *TRAIN_DEFAULTS],
-                   help="model size (default auto: small on a GPU, tiny on a CPU)")
+                   help="model size (default auto: the --init model's shape; from scratch small on a GPU, tiny "
+                        "on a CPU)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (also the schedule's length)")
     p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per micro-batch")
@@ -695,6 +721,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA and bf16-capable CPUs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUTPUT_DIR")
+    p.add_argument("--init", default="base",
+                   help="start from: base (the shipped base model, default; scratch when none is shipped), "
+                        "scratch, or a model folder")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after N evaluations without a better eval NLL (default 8 when fine-tuning)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -707,8 +738,10 @@ def main(args: argparse.Namespace) -> int:
                         seq_len=args.seq_len, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                         keep=args.keep, attention=args.attention, dropout=args.dropout, seed=args.seed,
                         device=args.device, attn_impl=args.attn_impl, compile=args.compile, amp=args.amp,
-                        resume=args.resume)
+                        resume=args.resume, init=args.init, patience=args.patience)
     res = train(args.data_dir, args.output_dir, opts)
     resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from is not None else ""
-    print(f"{res.out_dir}: step {res.step}{resumed}, eval NLL {res.eval_nll}, accuracy {res.eval_accuracy}")
+    start = f"fine-tuned from {res.init}, " if res.init else ""
+    print(f"{res.out_dir}: {start}step {res.step}{resumed}, best step {res.best_step}, eval NLL {res.eval_nll}, "
+          f"accuracy {res.eval_accuracy}")
     return 143 if res.interrupted else 0

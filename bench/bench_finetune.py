@@ -1,0 +1,162 @@
+"""Fine-tuning the shipped base model against training from scratch, same data, same wall-clock budget.
+
+Two small data sets, each made the way a user's would be (rendered to MP3, transcribed by the default backend,
+then `make-dataset`):
+
+  chorales  the demo's six 24-second chorales
+  folk      20 folk tunes the base model never saw (its held-out hash split), 40 s each, soft sounds
+
+On each: `train --init scratch` (the CPU default config) and `train --init base`, each for --minutes. Eval NLL is
+measured for both on the same windows of the data set's eval split; then each model generates --pieces pieces,
+which `evaluate-generation` scores against the transcriptions. The last lines print the ratios and whether the
+goals hold.
+
+  .venv/bin/python bench/bench_finetune.py                      # 4 minutes per run, both data sets
+  .venv/bin/python bench/bench_finetune.py --minutes 2 --sets chorales --work runs/bench-ft
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+
+def chorales(dest: Path) -> Path:
+    """The demo's inputs: six chorales, 24 s each, rendered to MP3."""
+    from ambientgen.demo import sample_inputs
+
+    return sample_inputs(dest, 6, 24.0)[0].parent
+
+
+def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
+    """Folk tunes from the base model's held-out split, soft General MIDI programs, rendered to MP3."""
+    import note_seq
+
+    from ambientgen.music.corpus import convert_file, corpus_files, corpus_id
+    from ambientgen.sampledata import SOFT_PROGRAMS, render_midi
+    from ambientgen.stages.dataset import split_of
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if len(list(dest.glob("*.mp3"))) >= count:
+        return dest
+    scratch = dest / ".midi"
+    made = 0
+    for path in corpus_files():
+        # Ryan's Mammoth holds one tune per file, so the base model's held-out split is by tune
+        if made >= count or not corpus_id(path).startswith("ryansMammoth/"):
+            continue
+        if split_of(corpus_id(path) + ".mid", 5.0, 0.0) != "eval":
+            continue
+        convert_file(path, scratch)
+        mid = scratch / (corpus_id(path) + ".mid")
+        if not mid.is_file():
+            continue
+        ns = note_seq.sequences_lib.trim_note_sequence(note_seq.midi_file_to_note_sequence(str(mid)), 0, seconds)
+        for n in ns.notes:
+            n.program = SOFT_PROGRAMS[made % len(SOFT_PROGRAMS)]
+        cut = scratch / f"tune{made:02d}.mid"
+        note_seq.sequence_proto_to_midi_file(ns, str(cut))
+        render_midi(cut, dest / f"tune{made:02d}.mp3")
+        made += 1
+    shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+def prepare(name: str, work: Path) -> tuple[Path, Path]:
+    """MP3s -> WAV -> MIDI (default transcriber) -> data set; returns (midi dir, data set dir)."""
+    from ambientgen.stages.audio import convert
+    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+    from ambientgen.stages.transcribe import transcribe_dir
+
+    root = work / name
+    mp3 = chorales(root / "mp3") if name == "chorales" else folk(root / "mp3")
+    midi, ds = root / "midi", root / "dataset"
+    if not (ds / "summary.json").is_file():
+        convert(mp3, root / "wav")
+        transcribe_dir(root / "wav", midi)
+        make_dataset(midi, ds, DatasetOptions(cache_dir=None))
+    return midi, ds
+
+
+def common_eval(model_dir: Path, ds: Path, window: int = 257) -> float:
+    """Eval NLL of a model folder on fixed windows of the data set's eval split (the same for every model)."""
+    from ambientgen.models.transformer import load_model_dir
+    from ambientgen.stages.train import eval_windows, evaluate, load_split
+
+    model, _ = load_model_dir(model_dir)
+    pieces = load_split(ds, "eval")
+    nll, _ = evaluate(model, eval_windows(pieces, window, 64), 8, "cpu")
+    return nll
+
+
+def run_one(ds: Path, midi: Path, out: Path, init: str, minutes: float, pieces: int) -> dict:
+    from ambientgen.stages.evaluate_generation import evaluate_generation
+    from ambientgen.stages.generate import GenerationRequest, generate
+    from ambientgen.stages.train import TrainOptions, train
+
+    if out.exists():
+        shutil.rmtree(out)
+    t = time.monotonic()
+    res = train(ds, out / "model", TrainOptions(init=init, minutes=minutes))
+    train_s = time.monotonic() - t
+    req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1)
+    generate(out / "model", out / "gen", defaults=req)
+    q = evaluate_generation(out / "gen", midi, ds)
+    return {"init": init, "steps": res.step, "best_step": res.best_step, "train_s": round(train_s, 1),
+            "eval_nll_common": round(common_eval(out / "model", ds), 4), "quality": q["generated"],
+            "reference": q["reference"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default="runs/bench-finetune")
+    ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--pieces", type=int, default=4)
+    ap.add_argument("--sets", default="chorales,folk")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import os
+
+    import torch
+
+    os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    results = {}
+    for name in args.sets.split(","):
+        midi, ds = prepare(name, work)
+        results[name] = {init: run_one(ds, midi, work / name / init, init, args.minutes, args.pieces)
+                         for init in ("scratch", "base")}
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    cols = ("eval_nll_common", "polyphony", "duration_p90", "stuck_rate", "interval_overlap", "pitch_class_overlap",
+            "longest_copy", "copied_windows")
+    for name, r in results.items():
+        ref = r["base"]["reference"]
+        print(f"\n== {name}: {args.minutes:g} min each, {args.pieces} pieces of 30 s")
+        print(f"{'measure':<22}{'scratch':>10}{'base+ft':>10}{'reference':>11}")
+        for c in cols:
+            vals = [r[i]["eval_nll_common"] if c == "eval_nll_common" else r[i]["quality"].get(c)
+                    for i in ("scratch", "base")]
+            refv = ref.get(c, ref.get("interval_overlap_halves") if c == "interval_overlap" else "")
+            print(f"{c:<22}" + "".join(f"{v:>10.4g}" if isinstance(v, int | float) else f"{'-':>10}" for v in vals)
+                  + (f"{refv:>11.4g}" if isinstance(refv, int | float) else f"{'':>11}"))
+        s, b = r["scratch"], r["base"]
+        q = b["quality"]
+        goals = {
+            "eval NLL >= 20% lower": b["eval_nll_common"] <= 0.8 * s["eval_nll_common"],
+            "polyphony within x1.5": 1 / 1.5 <= q["polyphony"] / ref["polyphony"] <= 1.5,
+            "duration p90 within x1.5": 1 / 1.5 <= q["duration_p90"] / ref["duration_p90"] <= 1.5,
+            "stuck notes < 1%": q["stuck_rate"] < 0.01,
+            "interval overlap >= reference halves": q["interval_overlap"] >= ref["interval_overlap_halves"],
+            "longest copy < 64 events": q.get("longest_copy", 0) < 64,
+        }
+        print(f"ratio eval NLL base+ft / scratch: {b['eval_nll_common'] / s['eval_nll_common']:.3f}")
+        for g, ok in goals.items():
+            print(f"  {'met ' if ok else 'MISS'} {g}")
+
+
+if __name__ == "__main__":
+    main()

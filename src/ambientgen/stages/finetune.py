@@ -1,0 +1,125 @@
+"""What `ambientgen train` needs to start from a trained model and to keep the best one.
+
+* the model folder to start from (``--init base|scratch|DIR``) and the model shape that follows from it;
+* ``Best``: the weights with the lowest eval NLL seen so far, kept on disk beside the checkpoints, so that a
+  fine-tuning run that starts to over-learn a user's few pieces still ends with its best model, even across
+  ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from ..util import StageError, atomic_path
+
+log = logging.getLogger(__name__)
+BEST_FILE = "best.safetensors"
+
+
+def init_dir(opts) -> Path | None:
+    """The folder opts.init names (None for scratch, or for 'base' when no base model is shipped)."""
+    from ..models.base import resolve_init
+    from ..music import performance
+
+    if opts.init in (None, "", "scratch"):
+        return None
+    return resolve_init(opts.init, performance.VOCAB_SIZE, performance.PAD_ID, performance.EOS_ID)
+
+
+def model_config(opts, init: Path | None, explicit_config: bool = False):
+    """The model's TransformerConfig: the named config (with overrides), or the init folder's own shape."""
+    from ..models.base import check_model_dir
+    from ..models.transformer import get_config
+    from ..music import performance
+
+    overrides = dict(opts.model_overrides)
+    if opts.attention:
+        overrides["attention"] = opts.attention
+    if opts.dropout is not None:
+        overrides["dropout"] = opts.dropout
+    if init is None:
+        try:
+            overrides.setdefault("vocab_size", performance.VOCAB_SIZE)
+            overrides.setdefault("pad_id", performance.PAD_ID)
+            overrides.setdefault("eos_id", performance.EOS_ID)
+            return get_config(opts.config, **overrides)
+        except ValueError as exc:
+            raise StageError(None, str(exc)) from None
+    cfg, _ = check_model_dir(init)
+    changed = {k: v for k, v in overrides.items() if k != "dropout" and getattr(cfg, k, v) != v}
+    if changed:
+        raise StageError(init, f"cannot fine-tune with a different model shape ({changed}); the shape comes "
+                         "from the --init model (use --init scratch for a new shape)")
+    if explicit_config:
+        named = get_config(opts.config).to_dict()
+        shape = {k: named[k] for k in ("n_layer", "n_head", "d_model", "d_ff", "max_len")}
+        have = {k: getattr(cfg, k) for k in shape}
+        if shape != have:
+            raise StageError(init, f"--config {opts.config} has shape {shape}, the --init model {have}: "
+                             "fine-tuning keeps the model's shape (omit --config, or use --init scratch)")
+    return replace(cfg, dropout=overrides.get("dropout", cfg.dropout))
+
+
+def load_init(model, folder: Path) -> None:
+    """Copy the folder's weights (fp16 or fp32) into the freshly built model."""
+    from safetensors.torch import load_file
+
+    from ..models.transformer import MODEL_FILE, load_tensors_into
+
+    try:
+        tensors = {k: v.float() for k, v in load_file(str(folder / MODEL_FILE)).items()}
+        load_tensors_into(model, tensors, source=f"weights of {folder}")
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise StageError(folder / MODEL_FILE, f"cannot load the --init weights: {exc}") from None
+    log.info("starting from the weights of %s", folder)
+
+
+class Best:
+    """The lowest eval NLL so far, its step, and its weights in OUT/best.safetensors."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / BEST_FILE
+        self.nll = math.inf
+        self.accuracy: float | None = None
+        self.step: int | None = None
+        self.stale = 0  # evaluations since the last improvement
+
+    def state(self) -> dict:
+        return {"nll": None if math.isinf(self.nll) else self.nll, "accuracy": self.accuracy, "step": self.step,
+                "stale": self.stale}
+
+    def set_state(self, state: dict | None) -> None:
+        if not state:
+            return
+        self.nll = math.inf if state.get("nll") is None else float(state["nll"])
+        self.accuracy, self.step, self.stale = state.get("accuracy"), state.get("step"), int(state.get("stale", 0))
+
+    def offer(self, step: int, nll: float, accuracy: float, model) -> bool:
+        """Keep the model's weights if nll beats the best so far (by more than noise); True if it did."""
+        from safetensors.torch import save_file
+
+        from ..models.transformer import model_tensors
+
+        if not math.isfinite(nll) or nll >= self.nll - 1e-4:
+            self.stale += 1
+            return False
+        with atomic_path(self.path) as tmp:
+            save_file(model_tensors(model), str(tmp))
+        self.nll, self.accuracy, self.step, self.stale = nll, accuracy, step, 0
+        return True
+
+    def load_into(self, model) -> bool:
+        """Put the best weights into the model (True), or leave it as it is when there are none (False)."""
+        if self.step is None or not self.path.is_file():
+            return False
+        from safetensors.torch import load_file
+
+        from ..models.transformer import load_tensors_into
+
+        device = next(model.parameters()).device
+        load_tensors_into(model, {k: v.to(device) for k, v in load_file(str(self.path)).items()},
+                          source=str(self.path))
+        return True

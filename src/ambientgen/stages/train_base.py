@@ -1,0 +1,230 @@
+"""`ambientgen train-base`: the base Music Transformer that `ambientgen train` fine-tunes, from the music21 corpus.
+
+Three resumable steps in OUT/:
+
+1. ``corpus-midi/``: every score and every ABC tune of music21's bundled corpus as MIDI (ambientgen.music.corpus);
+   a file converted once is not parsed again;
+2. ``dataset/``: the same data set builder and 390-token encoding as `make-dataset`, with score2perf stretch and
+   transposition, works held out by a stable hash of their path (5% eval);
+3. ``model/``: `ambientgen train` from scratch, resumed from its last checkpoint when run again.
+
+``--export DIR`` then writes the shipped form: fp16 model.safetensors, config.json, primers.json and TRAINING.md
+(data, config, steps, wall time, machine, the held-out NLL curve). The package's copy lives in
+src/ambientgen/assets/base-model/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from ..util import StageError, atomic_path, write_json
+
+HELP = "train the base Music Transformer on the music21 corpus (resumable), or export it for the package"
+DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else HELP
+EXAMPLES = """
+  ambientgen train-base runs/base --minutes 90              # run again later to continue
+  ambientgen train-base runs/base --minutes 30 --threads 2
+  ambientgen train-base runs/base --export src/ambientgen/assets/base-model
+  ambientgen train-base /tmp/b --collections bach --minutes 2   # a quick look on one collection
+"""
+log = logging.getLogger(__name__)
+
+BASE_CONFIG = "medium"
+BASE_TRANSPOSE = (-3, -2, -1, 0, 1, 2, 3)
+BASE_STRETCH = (0.95, 1.0, 1.05)
+RUNS_FILE = "runs.json"  # one entry per training session: seconds, steps, machine
+
+
+def machine() -> str:
+    """The CPU (or GPU) this process trains on, in words."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = os.cpu_count()
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch threads"
+
+
+def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, limit: int | None) -> dict:
+    """Steps 1 and 2; the data set is rebuilt only when the converted corpus changed."""
+    from ..music.corpus import build_corpus_midi
+    from .dataset import DatasetOptions, make_dataset
+
+    tally = build_corpus_midi(out / "corpus-midi", jobs=jobs, limit=limit, collections=collections)
+    print(f"corpus: {tally['pieces']:,} pieces from {tally['files']:,} files, {tally['notes']:,} notes, "
+          f"{tally['hours']:,} hours; {tally['failed']} could not be read")
+    stamp = out / "dataset" / "corpus.json"
+    summary_path = out / "dataset" / "summary.json"
+    if summary_path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("pieces") == tally["pieces"]:
+        return json.loads(summary_path.read_text())
+    opts = DatasetOptions(max_events=2048, eval_percent=5.0, test_percent=0.0, stretch=BASE_STRETCH,
+                          transpose=BASE_TRANSPOSE, jobs=jobs, cache_dir=None)
+    summary = make_dataset(out / "corpus-midi", out / "dataset", opts)
+    shutil.copyfile(out / "corpus-midi" / "corpus.json", stamp)
+    sp = summary["splits"]
+    print(f"data set: train {sp['train']['files']:,} pieces / {sp['train']['tokens']:,} tokens (augmented), "
+          f"eval {sp['eval']['files']:,} pieces / {sp['eval']['tokens']:,} tokens")
+    return summary
+
+
+def train_base(out: str | Path, minutes: float | None = None, steps: int | None = None, config: str = BASE_CONFIG,
+               jobs: int = 2, collections: tuple[str, ...] | None = None, limit: int | None = None,
+               batch_size: int | None = None, device: str = "auto"):
+    """Build (or reuse) the corpus data set and train (or resume) the base model in OUT/model."""
+    from .train import TrainOptions, train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    build_dataset(out, jobs, collections, limit)
+    model_dir = out / "model"
+    resume = (model_dir / "checkpoints").is_dir() and any((model_dir / "checkpoints").glob("step-*"))
+    opts = TrainOptions(config=config, minutes=minutes, steps=steps, batch_size=batch_size, device=device,
+                        schedule="inverse-sqrt", dropout=0.0, eval_windows=128, resume=resume, init="scratch")
+    t0 = time.monotonic()
+    res = train(out / "dataset", model_dir, opts)
+    runs_path = out / RUNS_FILE
+    runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
+    runs.append({"started": time.strftime("%Y-%m-%d %H:%M", time.gmtime(time.time() - (time.monotonic() - t0))),
+                 "seconds": round(time.monotonic() - t0, 1), "to_step": res.step, "machine": machine(),
+                 "tokens_per_s": round(res.tokens_per_s, 1)})
+    write_json(runs_path, runs)
+    return res
+
+
+def _curve(metrics: Path, points: int = 16) -> list[dict]:
+    with open(metrics, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("eval_nll")]
+    if len(rows) > points:
+        idx = sorted({round(i * (len(rows) - 1) / (points - 1)) for i in range(points)})
+        rows = [rows[i] for i in idx]
+    return rows
+
+
+def export_base(out: str | Path, dest: str | Path) -> Path:
+    """Write the trained base in its shipped form (fp16 safetensors + config.json + primers.json + TRAINING.md)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out, dest = Path(out), Path(dest)
+    model_dir = out / "model"
+    meta = json.loads((model_dir / "config.json").read_text())
+    tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
+    summary = json.loads((out / "dataset" / "summary.json").read_text())
+    corpus = json.loads((out / "corpus-midi" / "corpus.json").read_text())
+    runs = json.loads((out / RUNS_FILE).read_text()) if (out / RUNS_FILE).is_file() else []
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest / "model.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "dtype": "float16"})
+    sp = summary["splits"]
+    shipped = {
+        "model": meta["model"], "config_name": meta.get("config_name"), "step": meta.get("step"),
+        "best_step": meta.get("best_step"), "tokens_seen": meta.get("tokens_seen"), "eval_nll": meta.get("eval_nll"),
+        "eval_accuracy": meta.get("eval_accuracy"), "first_tokens": meta.get("first_tokens", {}),
+        "weights_dtype": "float16", "train_seconds": round(sum(r["seconds"] for r in runs), 1),
+        "data": {"pieces": corpus["pieces"], "notes": corpus["notes"], "hours": corpus["hours"],
+                 "train_tokens": sp["train"]["tokens"], "eval_tokens": sp["eval"]["tokens"]},
+    }
+    write_json(dest / "config.json", shipped)
+    if (model_dir / "primers.json").is_file():
+        shutil.copyfile(model_dir / "primers.json", dest / "primers.json")
+    with atomic_path(dest / "TRAINING.md") as tmp:
+        tmp.write_text(training_md(shipped, corpus, summary, runs, _curve(model_dir / "metrics.csv")))
+    print(f"{dest}: {sum(t.numel() for t in tensors.values()) / 1e6:.2f}M parameters, "
+          f"{(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB, eval NLL {meta.get('eval_nll')}")
+    return dest
+
+
+def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], curve: list[dict]) -> str:
+    """The base model's training record, as Markdown."""
+    m = shipped["model"]
+    sp = summary["splits"]
+    lines = [
+        "# The base Music Transformer: training record", "",
+        "Made by `ambientgen train-base OUT` (rerun to continue) and `ambientgen train-base OUT --export "
+        "src/ambientgen/assets/base-model`. `ambientgen train` fine-tunes it by default (`--init base`).", "",
+        "## Data: the music21 corpus", "",
+        f"{corpus['pieces']:,} pieces (scores, and every tune of the ABC tune books) from {corpus['files']:,} files: "
+        f"{corpus['notes']:,} notes, {corpus['hours']:,} hours; {corpus['failed']} pieces music21 could not read.", "",
+        "| collection | files | pieces | notes | hours |", "|---|---:|---:|---:|---:|",
+    ]
+    for name, c in corpus["collections"].items():
+        lines.append(f"| {name} | {c['files']:,} | {c['pieces']:,} | {c['notes']:,} | {c['hours']:,} |")
+    st = summary["settings"]
+    lines += [
+        "", f"Encoding: {summary['format']['encoding']} (vocabulary {summary['format']['vocab_size']}).",
+        f"Augmentation (train only): stretch {st['stretch']} x transposition {st['transpose']}. Velocities are "
+        "varied per piece (base loudness, a slow swell, a louder top voice, jitter), seeded by the piece id.",
+        f"Held out by a stable hash of the path: {st['eval_percent']:g}% of the pieces.", "",
+        "| split | pieces | notes | tokens |", "|---|---:|---:|---:|",
+        f"| train | {sp['train']['files']:,} | {sp['train']['notes']:,} | {sp['train']['tokens']:,} (augmented) |",
+        f"| eval | {sp['eval']['files']:,} | {sp['eval']['notes']:,} | {sp['eval']['tokens']:,} |", "",
+        "## Model and training", "",
+        f"Config `{shipped['config_name']}`: {m['n_layer']} layers, d_model {m['d_model']}, {m['n_head']} heads, "
+        f"d_ff {m['d_ff']}, context {m['max_len']} tokens, {m['attention']} attention; trained with dropout 0, "
+        "AdamW, inverse-square-root schedule (peak 1e-3 after 200 steps), batches of 16 windows of 512 tokens.",
+        f"Steps: {shipped['step']:,} ({shipped['tokens_seen']:,} tokens seen); shipped weights from step "
+        f"{shipped['best_step']} (lowest held-out NLL), stored as float16.",
+        f"Wall time: {shipped['train_seconds'] / 60:.0f} minutes in {len(runs)} session(s).", "",
+        "| session started (UTC) | minutes | up to step | tokens/s | machine |", "|---|---:|---:|---:|---|",
+    ]
+    lines += [f"| {r['started']} | {r['seconds'] / 60:.1f} | {r['to_step']:,} | {r['tokens_per_s']:,.0f} | "
+              f"{r['machine']} |" for r in runs]
+    lines += ["", "## Held-out NLL (nats per token)", "", "| step | train loss | eval NLL | eval accuracy |",
+              "|---:|---:|---:|---:|"]
+    lines += [f"| {r['step']} | {r.get('train_loss', '')} | {float(r['eval_nll']):.4f} | "
+              f"{float(r['eval_accuracy']):.3f} |" for r in curve]
+    lines += ["", f"Final held-out NLL: **{shipped['eval_nll']:.4f}** nats per token "
+              f"(accuracy {shipped['eval_accuracy']:.3f}).", ""]
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("output_dir", help="working folder: corpus-midi/, dataset/, model/ (rerun to continue)")
+    p.add_argument("--minutes", type=float, default=None, help="training budget of this session in minutes")
+    p.add_argument("--steps", type=int, default=None, help="stop at this total step count")
+    p.add_argument("--config", default=BASE_CONFIG, help=f"model config (default {BASE_CONFIG})")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per step (default 16)")
+    p.add_argument("--jobs", type=int, default=2, help="processes converting the corpus (default 2)")
+    p.add_argument("--collections", default=None,
+                   help="comma-separated corpus collections only (e.g. bach,palestrina); default all")
+    p.add_argument("--limit", type=int, default=None, help="convert at most N corpus files (a quick look)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="do not train: write OUTPUT_DIR's model in shipped form into DIR")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.export:
+        if not (Path(args.output_dir) / "model" / "model.safetensors").is_file():
+            raise StageError(args.output_dir, "no trained model in model/: run train-base first")
+        export_base(args.output_dir, args.export)
+        return 0
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    colls = tuple(c.strip() for c in args.collections.split(",") if c.strip()) if args.collections else None
+    res = train_base(args.output_dir, args.minutes, args.steps, args.config, args.jobs, colls, args.limit,
+                     args.batch_size, args.device)
+    print(f"{res.out_dir}: step {res.step}, eval NLL {res.eval_nll}, best step {res.best_step}")
+    return 143 if res.interrupted else 0
