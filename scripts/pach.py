@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import argparse
 import graphlib
-import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import time
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from ambientgen.pfs import pfs_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINES_DIR = REPO_ROOT / "pipelines"
@@ -38,9 +37,6 @@ BRANCH = "master"
 MIDI_REPO = "music-transformer-generate"  # generated .mid + JSON sidecars
 AUDIO_REPO = "ambient-render"  # rendered .wav/.mp3 + piano-roll .png
 IMAGE_PREFIX = "ambientgen/"  # the specs' transform.image is ambientgen/<stage>:<version>
-# PFS accepts only printable ASCII in file paths and none of its glob characters (storage.ValidateFilename).
-PFS_GLOB_CHARS = re.compile(r"[*?\[\]{}!()@+^]")
-PFS_NOT_PRINTABLE = re.compile(r"[^ -~]")
 CONFIG_SUFFIXES = {".json", ".toml"}
 TERMINAL_JOB_STATES = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}
 
@@ -210,27 +206,6 @@ def deploy(
 
 
 # --------------------------------------------------------------------------------------------- put files
-
-
-def pfs_path(rel: str) -> str:
-    """A PFS path for a local relative path.
-
-    PFS refuses non-ASCII and glob characters, so accents are folded ('Forêt' -> 'Foret') and what is left
-    becomes '_'. A file name changed that way also gets '-' and 8 hex digits of the SHA-1 of the original
-    relative path, so two originals never land on the same PFS path, in this upload or a later one.
-    """
-    def clean(part: str) -> str:
-        folded = unicodedata.normalize("NFKD", part).encode("ascii", "ignore").decode("ascii")
-        return PFS_GLOB_CHARS.sub("_", PFS_NOT_PRINTABLE.sub("_", folded)) or "_"
-
-    parts = PurePosixPath(rel).parts
-    dirs = [clean(d) for d in parts[:-1]]
-    name = clean(parts[-1])
-    if name != parts[-1]:
-        stem, dot, suffix = name.rpartition(".")
-        digest = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-        name = f"{stem}-{digest}.{suffix}" if dot and stem else f"{name}-{digest}"
-    return "/" + "/".join([*dirs, name])
 
 
 def _find(root: Path, suffixes: set[str]) -> list[Path]:

@@ -25,3 +25,29 @@ def test_collisions_get_distinct_names(tmp_path):
     assert all(len(o) < 120 for o in outs)
     # contents preserved one to one
     assert sorted((tmp_path / "out" / o).read_bytes() for o in outs) == sorted(n.encode() for n in names[:5])
+
+
+def test_a_name_shaped_like_a_folded_one_cannot_meet_it(tmp_path):
+    """`Forêt n°1 (live).MP3` and a file literally named with its folded result, in one folder and in the runner."""
+    from conftest import PIPELINES_DIR
+
+    from ambientgen.local import Store, run_pipelines
+    from ambientgen.pfs import pfs_path
+
+    original = "Forêt n°1 (live).MP3"
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / original).write_bytes(b"original")
+    (src / safe_name(original)).write_bytes(b"look-alike")
+    res = normalize(src, tmp_path / "out")
+    outs = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert len(outs) == 2 and sorted(outs.values()) == [b"look-alike", b"original"]
+    assert res.renamed[safe_name(original)] != safe_name(original)
+    # the same two files through the runner: one job, both published
+    store = Store(tmp_path / "store")
+    store.put_files("audio-unprocessed", sorted(src.iterdir()))
+    store.put_files("audio-unprocessed", [src / safe_name(original)], dest="/")
+    (job,) = run_pipelines(store, PIPELINES_DIR, only=["audio-processed"])
+    assert job.state == "JOB_SUCCESS", [d.error for d in job.datums]
+    assert len(store.resolve("audio-processed").files) == 2
+    assert pfs_path(safe_name(original)) != pfs_path(original)

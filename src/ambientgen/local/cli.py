@@ -26,6 +26,7 @@ EXAMPLES = """
   ambientgen local inspect-commit audio-processed@master
   ambientgen local list-job
   ambientgen local logs audio-processed --datum 3f2a
+  ambientgen local fsck                 # hash every stored object; exit 1 if any is damaged
 """
 DEFAULT_STORE = ".ambientgen-store"
 
@@ -99,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = add("inspect-job", "show one job: inputs, datums, errors", json_flag=True)
     p.add_argument("job", metavar="[PIPELINE@]JOB")
+
+    add("fsck", "check every stored object against its hash; name the files a damaged one belongs to",
+        json_flag=True)
 
     p = add("logs", "show the per-datum logs of a pipeline's latest job (or --job)")
     p.add_argument("pipeline")
@@ -295,6 +299,21 @@ def main(args: argparse.Namespace) -> int:
             for d in j.get("datums", []):
                 line = f"  {d['id'][:12]}  {d['state']:<8} {', '.join(d['inputs'][:3])}"
                 print(line + (f"\n      error: {d['error']}" if d.get("error") else ""))
+    elif cmd == "fsck":
+        report = store.fsck()
+        if args.json:
+            _print_json(report)
+        else:
+            print(f"{report['objects']} object(s) checked: {len(report['damaged'])} damaged, "
+                  f"{len(report['missing'])} missing")
+            for digest in report["damaged"] + report["missing"]:
+                state = "damaged" if digest in report["damaged"] else "missing"
+                users = report["used_by"].get(digest, [])
+                print(f"  {state} {digest[:12]}: " + (", ".join(users[:5]) or "used by no commit")
+                      + (f" and {len(users) - 5} more" if len(users) > 5 else ""))
+            if report["damaged"] or report["missing"]:
+                print("put the original files again (put-file replaces a damaged object) and rerun the pipelines")
+        return 1 if report["damaged"] or report["missing"] else 0
     elif cmd == "logs":
         for datum_id, text in read_logs(store, args.pipeline, job=args.job, datum=args.datum):
             print(f"### datum {datum_id[:12]}")

@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..pfs import refused
 from ..util import progress
 from .specs import Datum, PipelineSpec, datums_for, load_specs, topo_order
 from .store import (
     CRASH_ENV,
-    PFS_GLOB_CHARS,
     Store,
     StoreError,
     clean_repo_path,
@@ -334,7 +334,7 @@ def _stage_inputs(store: Store, d: Datum, pfs_root: Path) -> None:
         base = pfs_root / di.name
         base.mkdir(parents=True, exist_ok=True)
         for f, e in di.files.items():
-            store.copy_blob(e["hash"], safe_join(base, f), atomic=False)
+            store.copy_blob(e["hash"], safe_join(base, f), atomic=False, what=f"{di.repo}@{di.commit[:12]}:/{f}")
 
 
 def _collect_outputs(store: Store, out_dir: Path, staging: Path) -> dict[str, dict]:
@@ -352,9 +352,9 @@ def _collect_outputs(store: Store, out_dir: Path, staging: Path) -> dict[str, di
                 rel = clean_repo_path(rel, "output file name")
             except StoreError as exc:
                 raise StoreError(exc.cause) from None
-            if PFS_GLOB_CHARS.search(rel):
-                raise StoreError(f"output /{rel}: PFS refuses the characters *?[]{{}}!()@+^ in paths "
-                                 "(the job would fail on a cluster too)")
+            why = refused(rel)
+            if why:
+                raise StoreError(f"output /{rel}: {why} (the job would fail on a cluster too)")
             real = os.path.realpath(fp)
             if os.path.commonpath([staging_abs, real]) != staging_abs:
                 raise StoreError(f"output /{rel} is a symlink leaving the datum's folders")

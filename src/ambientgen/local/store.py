@@ -37,6 +37,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..pfs import pfs_path
 from ..util import StageError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 BRANCH = "master"
 NAME_MAX = 255  # bytes in one path component (Linux)
 PATH_MAX = 4096
-PFS_GLOB_CHARS = re.compile(r"[*?\[\]{}!()@+^]")  # PFS refuses these in file paths
 _REPO_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 CRASH_ENV = "AMBIENTGEN_LOCAL_CRASH_AT"
 _crash_counts: dict[str, int] = {}
@@ -136,6 +136,17 @@ def safe_join(root: Path, repo_path: str) -> Path:
     return dest
 
 
+def _inside_real(root: Path, dest: Path) -> None:
+    """Refuse to write dest when a symlinked folder on its way leads outside root."""
+    real_root = os.path.realpath(root)
+    parent = dest.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    real = os.path.realpath(parent)
+    if real != real_root and not real.startswith(real_root + os.sep):
+        raise StoreError(f"{dest}: a symbolic link in the target folder leads outside it ({real}); not written")
+
+
 def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -195,6 +206,8 @@ class Store:
 
     def __init__(self, root: str | os.PathLike, create: bool = True):
         self.root = Path(root).absolute()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError("the store must be a folder, and this is a file", self.root)
         if create:
             for sub in ("objects", "repos", "jobs", "datums", "logs", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -341,9 +354,9 @@ class Store:
             digest = h.hexdigest()
             dest = self.blob_path(digest)
             crash_point("blob")
-            if dest.is_file():
+            if dest.is_file() and self.blob_ok(digest):
                 os.unlink(tmp)
-            else:
+            else:  # new, or damaged on disk: the good bytes replace it
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp, 0o444)
                 os.replace(tmp, dest)
@@ -354,29 +367,80 @@ class Store:
                 os.unlink(tmp)
             raise
 
-    def open_blob(self, digest: str):
-        return open(self.blob_path(digest), "rb")
-
-    def copy_blob(self, digest: str, dest: Path, atomic: bool = True) -> None:
-        """Write a blob's content to dest (a new file; atomically by default)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not atomic:
-            shutil.copyfile(self.blob_path(digest), dest)
-            return
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:200]}.", suffix=".part", dir=dest.parent)
-        os.close(fd)
+    def blob_ok(self, digest: str) -> bool:
+        """Does the blob's content still hash to its name?"""
+        h = hashlib.sha256()
         try:
-            shutil.copyfile(self.blob_path(digest), tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
+            with open(self.blob_path(digest), "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        except OSError:
+            return False
+        return h.hexdigest() == digest
+
+    def read_blob(self, digest: str, what: str = "") -> bytes:
+        """A blob's bytes, verified against its hash (a damaged object is a StoreError, never served)."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{what or digest}: object {digest[:12]} cannot be read: {exc.strerror or exc}") from None
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError(self._corrupt(digest, what))
+        return data
+
+    def _corrupt(self, digest: str, what: str) -> str:
+        return (f"{what or 'object'}: stored object {digest[:12]} is damaged (its content no longer matches its "
+                f"hash); run `ambientgen local fsck --store {self.root}`, then put the original file again")
+
+    def copy_blob(self, digest: str, dest: Path, atomic: bool = True, what: str = "") -> None:
+        """Write a blob's content to dest (a new file; atomically by default), verifying its hash on the way.
+
+        A damaged object raises StoreError naming ``what`` (repo@commit:/path) and leaves no file at dest.
+        """
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if atomic:
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:200]}.", suffix=".part", dir=dest.parent)
+            os.close(fd)
+            target = Path(tmp)
+        else:
+            target = dest
+        try:
+            h = hashlib.sha256()
+            try:
+                src = open(self.blob_path(digest), "rb")
+            except OSError as exc:
+                raise StoreError(f"{what or digest}: object {digest[:12]} cannot be read: "
+                                 f"{exc.strerror or exc}") from None
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+            with src, os.fdopen(os.open(target, flags, 0o666), "wb") as out:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    out.write(chunk)
+                if atomic:
+                    out.flush()
+                    os.fsync(out.fileno())
+            if h.hexdigest() != digest:
+                raise StoreError(self._corrupt(digest, what))
+            if atomic:
+                os.replace(target, dest)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(target)
             raise
+
+    def fsck(self) -> dict:
+        """Hash every object; list the damaged or missing ones with the repo@commit:/path entries that use them."""
+        objects = sorted(p for p in (self.root / "objects").glob("??/*") if p.is_file())
+        damaged = {p.parent.name + p.name for p in objects if not self.blob_ok(p.parent.name + p.name)}
+        present = {p.parent.name + p.name for p in objects}
+        users: dict[str, list[str]] = {}
+        for info in self.list_repos():
+            for c in self.list_commits(info["name"]):
+                for path, e in c.files.items():
+                    if e["hash"] in damaged or e["hash"] not in present:
+                        users.setdefault(e["hash"], []).append(f"{info['name']}@{c.id[:12]}:/{path}")
+        missing = sorted(h for h in users if h not in present)
+        return {"objects": len(objects), "damaged": sorted(damaged), "missing": missing, "used_by": users}
 
     # ------------------------------------------------------------------ repos
     def repo_dir(self, repo: str) -> Path:
@@ -574,9 +638,10 @@ class Store:
             target = clean_repo_path(f"{dest}/{rel}" if dest else rel, "file name")
         except StoreError as exc:
             raise StoreError(exc.cause, src) from None
-        mapped = PFS_GLOB_CHARS.sub("_", target)
+        mapped = pfs_path(target)[1:]
         if mapped != target:
-            log.warning("%s: stored as /%s (PFS refuses the characters *?[]{}!()@+^ in paths)", src, mapped)
+            log.warning("%s: stored as /%s (the name a Pachyderm cluster gives it: PFS refuses non-ASCII and "
+                        "the characters *?[]{}!()@+^ in paths)", src, mapped)
         return mapped
 
     def delete_files(self, repo: str, paths: Iterable[str], wait: bool = False) -> Commit:
@@ -630,8 +695,7 @@ class Store:
         target = clean_repo_path(path)
         if target not in c.files:
             raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found (or it is a folder)")
-        with self.open_blob(c.files[target]["hash"]) as fh:
-            return fh.read()
+        return self.read_blob(c.files[target]["hash"], f"{repo}@{c.id[:12]}:/{target}")
 
     def get_file(self, repo: str, path: str, dest: str | os.PathLike, ref: str | None = None) -> Path:
         """Copy one file out of a commit to dest (written atomically)."""
@@ -640,7 +704,7 @@ class Store:
         if target not in c.files:
             raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found (or it is a folder)")
         dest = Path(dest)
-        self.copy_blob(c.files[target]["hash"], dest)
+        self.copy_blob(c.files[target]["hash"], dest, what=f"{repo}@{c.id[:12]}:/{target}")
         return dest
 
     def export(self, repo: str, dest_dir: str | os.PathLike, commit: str | None = None, path: str = "/") -> list[Path]:
@@ -654,7 +718,8 @@ class Store:
             if prefix and not (fp == prefix or fp.startswith(prefix + "/")):
                 continue
             dest = safe_join(dest_dir, fp)
-            self.copy_blob(e["hash"], dest)
+            _inside_real(dest_dir, dest)
+            self.copy_blob(e["hash"], dest, what=f"{repo}@{c.id[:12]}:/{fp}")
             out.append(dest)
         return out
 

@@ -3,20 +3,20 @@
 Rule (stable across Pachyderm datums, which never see each other): a name that is already safe
 (``[A-Za-z0-9._-]``, lower-case extension, at most 100 characters) is kept as it is; any other name is
 ASCII-folded, reduced to safe characters and given ``-`` plus the first 8 hex digits of the SHA-1 of the
-original relative path, so two originals can never map to the same output.
+original relative path. A safe name that ends like a changed one (``-`` and 8 hex digits) is changed too, so
+kept and changed names never meet and two originals can never map to the same output.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import re
 import shutil
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..pfs import ascii_fold, has_folded_shape, short_hash
 from ..util import StageError, atomic_path, iter_files, progress
 
 HELP = "copy audio files to safe, collision-free names"
@@ -37,22 +37,16 @@ class NormalizeResult:
     skipped: list[str] = field(default_factory=list)
 
 
-def ascii_fold(text: str) -> str:
-    """'Forêt n°1 (live)' -> 'Foret n1 (live)': decompose accents and drop what is not ASCII."""
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-
-
 def safe_name(relpath: str) -> str:
     """The output file name for an input path relative to the input directory."""
     p = Path(relpath)
     stem = "_".join([*p.parent.parts, p.stem]) if p.parent != Path(".") else p.stem
     suffix = p.suffix.lower()
-    if _SAFE.match(stem) and len(stem) <= MAX_STEM and (stem + suffix) == relpath:
+    if _SAFE.match(stem) and len(stem) <= MAX_STEM and (stem + suffix) == relpath and not has_folded_shape(stem):
         return relpath
     folded = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_fold(stem)).strip("._-")
     folded = re.sub(r"_+", "_", folded)[:MAX_STEM].rstrip("._-") or "audio"
-    digest = hashlib.sha1(relpath.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    return f"{folded}-{digest}{suffix}"
+    return f"{folded}-{short_hash(relpath)}{suffix}"
 
 
 def normalize(input_dir: str | Path, output_dir: str | Path, dry_run: bool = False) -> NormalizeResult:
