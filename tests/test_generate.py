@@ -48,7 +48,7 @@ def test_config_dir_requests_json_and_toml_with_bad_ones_reported(model_dir, tmp
     assert sorted(p.name for p in out.iterdir()) == ["calm-0.json", "calm-0.mid", "calm-1.json", "calm-1.mid",
                                                      "short-0.json", "short-0.mid"]
     for name, msg in [("cold.json", "temperature must be > 0"), ("wide.toml", "top_p must be in (0, 1]"),
-                      ("typo.json", "unknown key(s) temprature"), ("neg.json", "seconds must be positive"),
+                      ("typo.json", "unknown key(s) temprature"), ("neg.json", "seconds must be between 0 and 10800"),
                       ("broken.toml", "not valid TOML")]:
         assert f"{cfg / name}: {msg}" in caplog.text
     side = json.loads((out / "calm-1.json").read_text())

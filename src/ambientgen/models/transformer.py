@@ -532,32 +532,24 @@ def save_model_dir(model: MusicTransformer, out_dir, meta: dict | None = None) -
 
 def load_model_dir(model_dir, device: str | torch.device = "cpu") -> tuple[MusicTransformer, dict]:
     """Load a model directory; a missing or inconsistent file is a StageError naming it."""
-    import json
     from pathlib import Path
 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ..util import StageError
+    from .base import check_model_dir
 
     model_dir = Path(model_dir)
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE
-    if not cfg_path.is_file():
-        raise StageError(cfg_path, "model config is missing (a model directory holds config.json + model.safetensors)")
-    if not weights_path.is_file():
-        raise StageError(weights_path, "model weights are missing")
-    try:
-        meta = json.loads(cfg_path.read_text())
-        cfg = TransformerConfig.from_dict(meta["model"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise StageError(cfg_path, f"not a valid model config: {exc}") from None
+    cfg, meta = check_model_dir(model_dir)  # shapes and sizes checked before anything is allocated
     model = MusicTransformer(cfg)
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise StageError(weights_path, f"cannot read weights: {exc}") from None
     try:
-        load_tensors_into(model, tensors, source=f"weights (config {cfg_path})")
-    except ValueError as exc:
+        load_tensors_into(model, {k: v.float() for k, v in tensors.items()}, source=f"weights (config {cfg_path})")
+    except (ValueError, RuntimeError) as exc:
         raise StageError(weights_path, str(exc)) from None
     return model.to(device).eval(), meta

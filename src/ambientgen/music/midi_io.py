@@ -273,8 +273,10 @@ def _ticks_to_seconds(tick: int, division: int, tempos: list[tuple[int, int]]) -
 
 
 def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>",
-                                limits: MidiLimits = DEFAULT_LIMITS) -> NoteSequence:
-    """Parse MIDI file contents into a NoteSequence, refusing broken or out-of-bounds files (StageError)."""
+                                limits: MidiLimits = DEFAULT_LIMITS, allow_empty: bool = False) -> NoteSequence:
+    """Parse MIDI file contents into a NoteSequence, refusing broken or out-of-bounds files (StageError).
+
+    A well-formed file without notes is an error too, unless ``allow_empty`` (then its empty sequence)."""
     if not data:
         raise StageError(name, "empty file")
     if len(data) > limits.max_bytes:
@@ -293,6 +295,10 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
     except ValueError as exc:
         raise StageError(name, f"not a usable MIDI file: {exc}") from None
     if scan.notes == 0:
+        if allow_empty:
+            from note_seq.protobuf import music_pb2
+
+            return music_pb2.NoteSequence(ticks_per_quarter=scan.ticks_per_quarter or 220)
         raise StageError(name, "MIDI file has no notes")
     import note_seq
     import pretty_midi
@@ -306,7 +312,7 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
     except Exception as exc:  # pretty_midi/mido raise many exception types on malformed files
         cause = str(exc).replace("Midi decoding error ", "")
         raise StageError(name, f"not a readable MIDI file: {cause[:300]}") from None
-    if not ns.notes:
+    if not ns.notes and not allow_empty:
         raise StageError(name, f"MIDI file has no complete notes (none of its {scan.notes} note-ons is ended)")
     if len(ns.notes) > limits.max_notes:
         raise StageError(name, f"{len(ns.notes):,} notes, more than the limit of {limits.max_notes:,}")
@@ -316,7 +322,7 @@ def midi_bytes_to_note_sequence(data: bytes, name: str | os.PathLike = "<bytes>"
     return ns
 
 
-def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS) -> NoteSequence:
+def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS, allow_empty: bool = False) -> NoteSequence:
     """Read a MIDI file into a NoteSequence; StageError(path, cause) if it is unreadable, empty or too big.
 
     The sequence's ``filename`` is set to the file's name.
@@ -330,7 +336,7 @@ def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS) -> N
         data = path.read_bytes()
     except OSError as exc:
         raise StageError(path, f"cannot read: {exc.strerror or exc}") from None
-    ns = midi_bytes_to_note_sequence(data, path, limits)
+    ns = midi_bytes_to_note_sequence(data, path, limits, allow_empty)
     ns.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # proto strings are UTF-8
     return ns
 

@@ -30,14 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from ..music.midi_io import MidiLimits
 from ..util import StageError, atomic_path, iter_files, write_json
+from .gen_request import MAX_SECONDS, GenerationRequest, parse_request_file
+
+# A primer is a few seconds to a few minutes of music: far below make-dataset's limits.
+PRIMER_LIMITS = MidiLimits(max_bytes=8 * 2**20, max_notes=50_000, max_seconds=MAX_SECONDS)
 
 HELP = "generate MIDI with a trained Music Transformer (one request per config file)"
 EXAMPLES = """
@@ -48,96 +52,6 @@ EXAMPLES = """
 """
 log = logging.getLogger(__name__)
 CONFIG_SUFFIXES = {".json", ".toml"}
-MAX_SAMPLES = 64
-
-
-@dataclass
-class GenerationRequest:
-    name: str = "generated"
-    num_samples: int = 1
-    seconds: float | None = 30.0
-    tokens: int | None = None
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    primer_midi: str | None = None
-    primer_piece: str | int | None = None
-    primer_seconds: float | None = None
-    include_primer: bool = True
-    program: int = 0
-
-    def validate(self, source: str | Path | None) -> GenerationRequest:
-        """Check types and ranges; a StageError names the source file and the key."""
-        def bad(msg: str) -> StageError:
-            return StageError(source, msg)
-
-        def num(key: str, kind: type) -> None:
-            v = getattr(self, key)
-            if v is None:
-                return
-            if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not float(v).is_integer()):
-                raise bad(f"{key} must be {'an integer' if kind is int else 'a number'}, not {v!r}")
-            setattr(self, key, kind(v))
-
-        for key in ("num_samples", "tokens", "top_k", "seed", "program"):
-            num(key, int)
-        for key in ("seconds", "temperature", "top_p", "primer_seconds"):
-            num(key, float)
-        if not isinstance(self.name, str) or not self.name or "/" in self.name or self.name.startswith("."):
-            raise bad(f"name must be a plain file name, not {self.name!r}")
-        if not isinstance(self.include_primer, bool):
-            raise bad(f"include_primer must be true or false, not {self.include_primer!r}")
-        if not 1 <= self.num_samples <= MAX_SAMPLES:
-            raise bad(f"num_samples must be between 1 and {MAX_SAMPLES} (got {self.num_samples})")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise bad(f"temperature must be > 0 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise bad(f"top_p must be in (0, 1] (got {self.top_p})")
-        if self.top_k < 0:
-            raise bad(f"top_k must be >= 0 (got {self.top_k})")
-        if self.tokens is not None and self.tokens <= 0:
-            raise bad(f"tokens must be positive (got {self.tokens})")
-        if self.seconds is not None and not (self.seconds > 0 and math.isfinite(self.seconds)):
-            raise bad(f"seconds must be positive (got {self.seconds})")
-        if self.tokens is None and self.seconds is None:
-            raise bad("give a length: seconds or tokens")
-        if self.primer_seconds is not None and self.primer_seconds <= 0:
-            raise bad(f"primer_seconds must be positive (got {self.primer_seconds})")
-        if self.primer_midi is not None and self.primer_piece is not None:
-            raise bad("give primer_midi or primer_piece, not both")
-        if not 0 <= self.program <= 127:
-            raise bad(f"program must be 0-127 (got {self.program})")
-        return self
-
-
-def parse_request_file(path: Path, defaults: GenerationRequest) -> GenerationRequest:
-    """Read one JSON/TOML request file over the defaults; unknown keys or bad values name the file."""
-    try:
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-
-            data = tomllib.loads(path.read_text())
-        else:
-            data = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise StageError(path, f"not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
-    if not isinstance(data, dict):
-        raise StageError(path, "a generation config must be a table/object of key = value")
-    known = {f.name for f in fields(GenerationRequest)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise StageError(path, f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    values = {**asdict(defaults), "name": path.stem, **data}
-    if "tokens" in data and "seconds" not in data:
-        values["seconds"] = None
-    req = GenerationRequest(**values)
-    if req.primer_midi and not Path(req.primer_midi).is_absolute():
-        req.primer_midi = str(path.parent / req.primer_midi)
-    return req.validate(path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,13 +87,24 @@ def close_open_notes(ids: list[int], hold_steps: int = 50) -> list[int]:
 
 
 def load_primers(model_dir: Path) -> list[dict]:
+    """primers.json's entries, each checked: a name and a list of token ids inside the vocabulary."""
+    from ..music import performance as perf
+
     path = model_dir / "primers.json"
     if not path.is_file():
         return []
     try:
-        return list(json.loads(path.read_text()).get("primers", []))
-    except (ValueError, AttributeError) as exc:
-        raise StageError(path, f"not a valid primers file: {exc}") from None
+        entries = json.loads(path.read_text()).get("primers", [])
+        if not isinstance(entries, list):
+            raise ValueError("'primers' is not a list")
+        for i, e in enumerate(entries):
+            toks = e.get("tokens") if isinstance(e, dict) else None
+            if not isinstance(toks, list) or not toks or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < perf.VOCAB_SIZE for t in toks):
+                raise ValueError(f"primer {i} has no list of token ids in 0..{perf.VOCAB_SIZE - 1}")
+        return entries
+    except (ValueError, AttributeError, RecursionError, UnicodeDecodeError) as exc:
+        raise StageError(path, f"not a valid primers file: {exc}"[:300]) from None
 
 
 def primer_tokens(req: GenerationRequest, model_dir: Path, source: str | Path | None) -> tuple[list[int], str]:
@@ -189,13 +114,12 @@ def primer_tokens(req: GenerationRequest, model_dir: Path, source: str | Path | 
     from ..music import performance as perf
 
     if req.primer_midi:
+        from ..music.midi_io import load_midi
+
         path = Path(req.primer_midi)
         if not path.is_file():
             raise StageError(source, f"primer_midi {path} does not exist")
-        try:
-            ns = note_seq.midi_file_to_note_sequence(str(path))
-        except Exception as exc:
-            raise StageError(path, f"not a readable MIDI file: {exc}") from None
+        ns = load_midi(path, PRIMER_LIMITS)
         if req.primer_seconds:
             ns = note_seq.sequences_lib.trim_note_sequence(ns, 0.0, min(req.primer_seconds, ns.total_time))
         toks = [int(t) for t in perf.encode(ns)]
@@ -224,14 +148,19 @@ def primer_tokens(req: GenerationRequest, model_dir: Path, source: str | Path | 
     return [], ""
 
 
-def start_token(meta: dict, seed: int) -> int:
+def start_token(meta: dict, seed: int, source: str | Path = "config.json") -> int:
     """A first token for unprimed generation, drawn from the training pieces' first tokens (config.json)."""
     from ..music import performance as perf
 
     counts = meta.get("first_tokens") or {}
-    if counts:
+    try:
         ids = sorted(int(k) for k in counts)
-        w = np.array([counts[str(i)] for i in ids], dtype=np.float64)
+        w = np.array([float(counts[str(i)]) for i in ids], dtype=np.float64)
+        if any(not 0 <= i < perf.VOCAB_SIZE for i in ids) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError("ids outside the vocabulary or counts below zero")
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise StageError(source, f"first_tokens must map token ids to counts: {exc}") from None
+    if ids and w.sum() > 0:
         return int(np.random.Generator(np.random.PCG64(seed)).choice(ids, p=w / w.sum()))
     return perf.VELOCITY_OFFSET + int(perf.velocity_to_bin(80)) - 1
 
@@ -250,7 +179,7 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
     from ..music import performance as perf
 
     primer, primer_desc = primer_tokens(req, model_dir, source)
-    prompt_ids = primer or [start_token(meta, req.seed)]
+    prompt_ids = primer or [start_token(meta, req.seed, model_dir / "config.json")]
     device = next(model.parameters()).device
     prompt = torch.tensor([prompt_ids] * req.num_samples, dtype=torch.long, device=device)
     T = len(prompt_ids)
@@ -357,6 +286,9 @@ def generate(model_dir: str | Path, out_dir: str | Path, config_dir: str | Path 
             written += generate_request(model, meta, model_dir, out_dir, req, path or "command line", use_cache)
         except StageError as exc:
             log.error("%s", exc)
+            failed.append(str(path or "command line"))
+        except (OSError, ValueError, RuntimeError, OverflowError, MemoryError) as exc:  # this request alone fails
+            log.error("%s: %s: %s", path or "command line", type(exc).__name__, exc)
             failed.append(str(path or "command line"))
     return {"written": written, "failed": failed}
 

@@ -36,6 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..music.midi_io import MidiLimits
 from ..util import StageError, atomic_path, find_soundfont, iter_files, progress, require_binary, write_json
 
 if sys.version_info >= (3, 11):
@@ -50,6 +51,8 @@ EXAMPLES = """
   ambientgen render generated/ audio/ --presets my_presets.toml --preset dreamy --loudness -24 --formats mp3
 """
 MIDI_SUFFIXES = {".mid", ".midi"}
+# The longest piece rendered (three hours, the longest generate writes); longer listening comes from --loop-minutes.
+RENDER_LIMITS = MidiLimits(max_bytes=16 * 2**20, max_notes=200_000, max_seconds=3 * 3600.0)
 DEFAULT_SAMPLE_RATE = 44100
 BLOCK = 8192  # frames per processing block (~0.19 s at 44.1 kHz)
 SYNTH_GAIN = 0.3  # FluidSynth master gain; levels are normalised afterwards
@@ -199,20 +202,13 @@ class Events:
 
 
 def read_midi(path: str | Path):
-    """pretty_midi.PrettyMIDI for path, or StageError naming the file when it is not readable MIDI."""
-    import warnings
+    """pretty_midi.PrettyMIDI for path, read through the one MIDI reader with its limits (StageError naming the
+    file when it is unreadable, or longer than RENDER_LIMITS allow: a 43-byte file can hold a 14-hour note)."""
+    import note_seq
 
-    import pretty_midi
+    from ..music.midi_io import load_midi
 
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise StageError(path, "empty file (0 bytes), not MIDI")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return pretty_midi.PrettyMIDI(str(path))
-    except Exception as exc:  # mido/pretty_midi raise many types for corrupt files
-        raise StageError(path, f"not a readable MIDI file ({type(exc).__name__}: {exc})") from None
+    return note_seq.midi_io.note_sequence_to_pretty_midi(load_midi(path, RENDER_LIMITS, allow_empty=True))
 
 
 def midi_events(pm, preset: Preset, sample_rate: int) -> Events:
@@ -726,6 +722,11 @@ def render(input_dir: str | Path, output_dir: str | Path, options: RenderOptions
             info = render_file(path, output_dir / Path(rel).with_suffix(""), opts, presets)
         except StageError as exc:
             cause = exc.cause if exc.path == str(path) else str(exc)
+            log.error("%s: %s", path, cause)
+            result.failed[rel] = cause
+            continue
+        except (OSError, RuntimeError) as exc:  # a write error (disk full) or libsndfile's: this file alone fails
+            cause = f"cannot write the rendering: {getattr(exc, 'strerror', None) or exc}"
             log.error("%s: %s", path, cause)
             result.failed[rel] = cause
             continue

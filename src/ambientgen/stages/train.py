@@ -404,11 +404,11 @@ class Checkpointer:
             load_tensors_into(model, load_file(str(path / "model.safetensors")), source=str(path))
             tensors = load_file(str(path / "state.safetensors"))
             _load_opt(opt, tensors, info["param_groups"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise StageError(path, f"cannot restore checkpoint: {exc}") from None
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
+            torch.set_rng_state(tensors["rng.torch"])
+            if "rng.cuda" in tensors and torch.cuda.is_available():
+                torch.cuda.set_rng_state(tensors["rng.cuda"])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise StageError(path, f"cannot restore checkpoint: {type(exc).__name__}: {exc}"[:300]) from None
         return info
 
 

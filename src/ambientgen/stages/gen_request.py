@@ -1,0 +1,147 @@
+"""One generation request: its keys, their limits, and reading it from a JSON or TOML file.
+
+A request file is somebody else's text: it is read with a size limit, a nesting limit and a check of every key's
+type and range, and an output name is checked against what a Pachyderm repo accepts, so a bad file is one
+clear error naming the file and the key — never a traceback, and never the end of the other requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..pfs import refused
+from ..util import StageError
+
+MAX_SAMPLES = 64
+MAX_SECONDS = 3 * 3600.0  # three hours of music in one piece
+MAX_TOKENS = 500_000  # about three hours at a busy 45 events per second
+MAX_SEED = 2**63 - 1
+MAX_REQUEST_BYTES = 64 * 1024
+MAX_NAME = 100
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]*")
+
+
+@dataclass
+class GenerationRequest:
+    name: str = "generated"
+    num_samples: int = 1
+    seconds: float | None = 30.0
+    tokens: int | None = None
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    primer_midi: str | None = None
+    primer_piece: str | int | None = None
+    primer_seconds: float | None = None
+    include_primer: bool = True
+    program: int = 0
+
+    def validate(self, source: str | Path | None) -> GenerationRequest:
+        """Check types and ranges; a StageError names the source file and the key."""
+        def bad(msg: str) -> StageError:
+            return StageError(source, msg)
+
+        def num(key: str, kind: type) -> None:
+            v = getattr(self, key)
+            if v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, int | float) or (kind is int and not float(v).is_integer()):
+                raise bad(f"{key} must be {'an integer' if kind is int else 'a number'}, not {v!r}"[:200])
+            if isinstance(v, float) and not math.isfinite(v):
+                raise bad(f"{key} must be a finite number, not {v!r}")
+            setattr(self, key, kind(v))
+
+        for key in ("num_samples", "tokens", "top_k", "seed", "program"):
+            num(key, int)
+        for key in ("seconds", "temperature", "top_p", "primer_seconds"):
+            num(key, float)
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or len(self.name) > MAX_NAME \
+                or refused(self.name):
+            raise bad(f"name must be 1-{MAX_NAME} letters, digits, spaces, '.', '_' or '-' (starting with a letter "
+                      f"or digit), not {str(self.name)[:60]!r}")
+        if not isinstance(self.include_primer, bool):
+            raise bad(f"include_primer must be true or false, not {self.include_primer!r}"[:200])
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise bad(f"num_samples must be between 1 and {MAX_SAMPLES} (got {self.num_samples})")
+        if not self.temperature > 0:
+            raise bad(f"temperature must be > 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise bad(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.top_k < 0:
+            raise bad(f"top_k must be >= 0 (got {self.top_k})")
+        if self.tokens is not None and not 0 < self.tokens <= MAX_TOKENS:
+            raise bad(f"tokens must be between 1 and {MAX_TOKENS:,} (got {self.tokens})")
+        if self.seconds is not None and not 0 < self.seconds <= MAX_SECONDS:
+            raise bad(f"seconds must be between 0 and {MAX_SECONDS:g} (three hours; got {self.seconds:g})")
+        if self.tokens is None and self.seconds is None:
+            raise bad("give a length: seconds or tokens")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise bad(f"seed must be between 0 and 2**63-1 (got {self.seed})")
+        if self.primer_seconds is not None and not 0 < self.primer_seconds <= MAX_SECONDS:
+            raise bad(f"primer_seconds must be between 0 and {MAX_SECONDS:g} (got {self.primer_seconds})")
+        if self.primer_midi is not None and (not isinstance(self.primer_midi, str) or "\x00" in self.primer_midi):
+            raise bad(f"primer_midi must be a file name, not {self.primer_midi!r}"[:200])
+        if self.primer_piece is not None and (isinstance(self.primer_piece, bool)
+                                              or not isinstance(self.primer_piece, str | int)):
+            raise bad(f"primer_piece must be a primer's name or index, not {self.primer_piece!r}"[:200])
+        if self.primer_midi is not None and self.primer_piece is not None:
+            raise bad("give primer_midi or primer_piece, not both")
+        if not 0 <= self.program <= 127:
+            raise bad(f"program must be 0-127 (got {self.program})")
+        return self
+
+
+def _load(path: Path) -> object:
+    try:
+        size = path.stat().st_size
+        if size > MAX_REQUEST_BYTES:
+            raise StageError(path, f"a generation request is a few lines; this file has {size:,} bytes")
+        text = path.read_text()
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except OSError as exc:
+        raise StageError(path, f"cannot read: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise StageError(path, "nested too deeply to be a generation request") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise StageError(path, f"not valid {path.suffix.lstrip('.').upper()}: {exc}"[:300]) from None
+
+
+def parse_request_file(path: Path, defaults: GenerationRequest) -> GenerationRequest:
+    """Read one JSON/TOML request file over the defaults; unknown keys or bad values name the file.
+
+    A relative primer_midi is taken relative to the request file and must stay inside its folder: a request
+    may not read other files of the machine.
+    """
+    data = _load(path)
+    if not isinstance(data, dict):
+        raise StageError(path, "a generation config must be a table/object of key = value")
+    known = {f.name for f in fields(GenerationRequest)}
+    unknown = sorted(str(k) for k in set(data) - known)
+    if unknown:
+        raise StageError(path, f"unknown key(s) {', '.join(k[:40] for k in unknown[:5])}; known keys: "
+                         f"{', '.join(sorted(known))}")
+    values = {**asdict(defaults), "name": path.stem, **data}
+    if "tokens" in data and "seconds" not in data:
+        values["seconds"] = None
+    if "primer_midi" in data or "primer_piece" in data:  # the request's own primer replaces the defaults'
+        values["primer_midi"], values["primer_piece"] = data.get("primer_midi"), data.get("primer_piece")
+    req = GenerationRequest(**values).validate(path)
+    if "primer_midi" in data and req.primer_midi:
+        folder = path.parent.resolve()
+        target = (folder / req.primer_midi).resolve()
+        if folder not in target.parents:
+            raise StageError(path, f"primer_midi {req.primer_midi!r} is outside the request's folder {folder}")
+        req.primer_midi = str(target)
+    return req
