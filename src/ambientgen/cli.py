@@ -92,7 +92,11 @@ def apply_env_defaults(command: str, parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction):
             value: object = raw.strip().lower() in ("1", "true", "yes", "on")
         elif action.type is not None and callable(action.type):
-            value = action.type(raw)
+            try:
+                value = action.type(raw)
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
+                parser.error(f"environment variable {env_var_name(command, action.dest)}={raw!r} is not a valid "
+                             f"{action.option_strings[-1]} value ({exc})")
         else:
             value = raw
         action.default = value

@@ -45,14 +45,22 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
 
 
 def iter_files(root: str | os.PathLike, suffixes: Iterable[str] | None = None) -> list[Path]:
-    """Every regular file under root (sorted, hidden files skipped), optionally filtered by suffix."""
+    """Every regular file under root (sorted, hidden files skipped), optionally filtered by suffix.
+
+    A symbolic link whose target lies outside root is skipped with a warning: a stage reads only its input
+    folder (a link to /etc/passwd must not be copied into an output)."""
     root = Path(root)
     if root.is_file():
         return [root]
     wanted = {s.lower() for s in suffixes} if suffixes else None
+    real_root = os.path.realpath(root)
     out = []
     for p in sorted(root.rglob("*")):
         if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        real = os.path.realpath(p)
+        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            logging.getLogger(__name__).warning("%s: a link to %s, outside %s; skipped", p, real, root)
             continue
         if wanted is None or p.suffix.lower() in wanted:
             out.append(p)
@@ -64,7 +72,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside dest; on success fsync and rename it over dest, else remove it."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or dest.suffix, dir=dest.parent)
+    # the temporary name stays short: a 255-byte file name plus a prefix would be longer than any file system allows
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:100]}.", suffix=(suffix or dest.suffix)[:20], dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -114,3 +123,16 @@ def require_binary(name: str) -> str:
     if not path:
         raise StageError(None, f"'{name}' not found on PATH: install it (Debian: apt-get install {name})")
     return path
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer above zero (a sample rate of 0 is an error, not a default)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above zero, got {value}")
+    return value

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,10 @@ def run_pipelines(store: Store, pipelines_dir: str | os.PathLike, only: list[str
     """
     specs = load_specs(pipelines_dir)
     order = topo_order(specs)
+    taken = [n for n in order if store.repo_exists(n) and not store.repo_info(n).get("pipeline")]
+    if taken:
+        raise StoreError(f"pipeline(s) {', '.join(taken)} named like an input repo: a pipeline would replace that "
+                         "repo's files with its output; rename the pipeline", pipelines_dir)
     if only:
         unknown = sorted(set(only) - set(specs))
         if unknown:
@@ -418,14 +423,15 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
         try:
             with open(out_log, "wb") as fo, open(err_log, "wb") as fe:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                        stdout=fo, stderr=fe, cwd=work, env=env)
-                crash_point("mid-datum")
+                                        stdout=fo, stderr=fe, cwd=work, env=env, start_new_session=True,
+                                        preexec_fn=_die_with_runner)
                 try:
+                    crash_point("mid-datum")
                     proc.communicate(stdin.encode() if stdin else None, timeout=timeout)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
                     problem = f"timed out after {timeout:g} s (datumTimeout)"
+                finally:  # a timeout, an interrupt or a crash of the runner: the datum's processes end too
+                    _end_group(proc)
                 rc = proc.returncode
         except OSError as exc:
             problem = f"cannot start {cmd[0]!r}: {exc.strerror or exc}"
@@ -463,6 +469,31 @@ def run_datum(store: Store, spec: PipelineSpec, d: Datum, job_id: str, out_commi
     if alias_dir:
         shutil.rmtree(alias_dir, ignore_errors=True)
     return res
+
+
+def _load_prctl():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):  # not Linux: no parent-death signal
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_runner() -> None:
+    """In the datum's process, before exec: SIGKILL when the runner dies, even by kill -9 (PR_SET_PDEATHSIG)."""
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGKILL))
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """Kill whatever is left of the datum's process group, then reap the process."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def _mount_point(pfs_root: Path) -> tuple[Path, Path | None]:

@@ -344,13 +344,32 @@ class Store:
         h = hashlib.sha256()
         size = 0
         try:
-            with open(src, "rb") as fin, os.fdopen(tmp_fd, "wb") as fout:
-                while chunk := fin.read(1 << 20):
+            try:
+                fin = open(src, "rb")
+            except OSError as exc:
+                os.close(tmp_fd)
+                raise StoreError(f"cannot read: {exc.strerror or exc}", src) from None
+            with fin, os.fdopen(tmp_fd, "wb") as fout:
+                while True:
+                    try:
+                        chunk = fin.read(1 << 20)
+                    except OSError as exc:
+                        raise StoreError(f"cannot read: {exc.strerror or exc}", src) from None
+                    if not chunk:
+                        break
                     h.update(chunk)
-                    fout.write(chunk)
+                    try:
+                        fout.write(chunk)
+                    except OSError as exc:
+                        raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
+                                         src) from None
                     size += len(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
+                try:
+                    fout.flush()
+                    os.fsync(fout.fileno())
+                except OSError as exc:
+                    raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
+                                     src) from None
             digest = h.hexdigest()
             dest = self.blob_path(digest)
             crash_point("blob")
@@ -626,8 +645,9 @@ class Store:
                         raise StoreError(f"cannot put /{target}: /{parent} is a file in {repo}")
                 try:
                     digest, size = self.add_blob(src)
-                except OSError as exc:
-                    raise StoreError(f"cannot read: {exc.strerror or exc}", src) from None
+                except OSError as exc:  # publishing the object (rename, folder) failed
+                    raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
+                                     src) from None
                 files[target] = {"hash": digest, "size": size}
             commit = self.new_commit(repo, files, message=message or f"put {len(plan)} file(s)")
             return self.publish_commit(commit)

@@ -320,12 +320,13 @@ class MusicTransformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def set_attn_impl(self, impl: str) -> str:
-        """Choose the attention kernel for every layer ('auto' measures the candidates); returns the choice."""
+    def set_attn_impl(self, impl: str, amp_dtype: torch.dtype | None = None) -> str:
+        """Choose the attention kernel for every layer ('auto' measures the candidates under the autocast
+        dtype training will use); returns the choice."""
         if impl not in ATTN_IMPLS:
             raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}")
         if impl == "auto":
-            impl = pick_attn_impl(self.cfg, next(self.parameters()).device)
+            impl = pick_attn_impl(self.cfg, next(self.parameters()).device, amp_dtype=amp_dtype)
         for block in self.blocks:
             block.attn.impl = impl
         return impl
@@ -358,7 +359,8 @@ class MusicTransformer(nn.Module):
         return [KVCache(batch, self.cfg.n_head, cap, hd, p.device, p.dtype) for _ in self.blocks]
 
 
-def pick_attn_impl(cfg: TransformerConfig, device: torch.device | str, length: int | None = None) -> str:
+def pick_attn_impl(cfg: TransformerConfig, device: torch.device | str, length: int | None = None,
+                   amp_dtype: torch.dtype | None = None) -> str:
     """Time the attention kernels (forward + backward of one layer) on this device and return the fastest.
 
     The result is cached per (device type, config shape). flex_attention is only a candidate off CPU,
@@ -366,20 +368,26 @@ def pick_attn_impl(cfg: TransformerConfig, device: torch.device | str, length: i
     """
     device = torch.device(device)
     L = min(length or cfg.max_len, 512)
-    key = (device.type, cfg.attention, cfg.n_head, cfg.d_model, L)
+    key = (device.type, cfg.attention, cfg.n_head, cfg.d_model, L, cfg.dropout, amp_dtype)
     if key in _IMPL_CACHE:
         return _IMPL_CACHE[key]
     candidates = ["explicit", "sdpa"] + (["flex"] if device.type == "cuda" else [])
     with torch.random.fork_rng(devices=[]):  # timing must not shift the caller's random stream
-        best = _time_impls(cfg, device, L, candidates)
+        best = _time_impls(cfg, device, L, candidates, amp_dtype)
     _IMPL_CACHE[key] = best
     return best
 
 
-def _time_impls(cfg: TransformerConfig, device: torch.device, L: int, candidates: list[str]) -> str:
-    layer_cfg = TransformerConfig(**{**cfg.to_dict(), "n_layer": 1, "dropout": 0.0, "max_len": max(L, cfg.max_len)})
-    attn = Attention(layer_cfg).to(device)
-    x = torch.randn(2, L, cfg.d_model, device=device, requires_grad=True)
+def _time_impls(cfg: TransformerConfig, device: torch.device, L: int, candidates: list[str],
+                amp_dtype: torch.dtype | None = None) -> str:
+    """Forward + backward of one attention layer per kernel, as training runs it (dropout, autocast dtype)."""
+    import contextlib
+
+    layer_cfg = TransformerConfig(**{**cfg.to_dict(), "n_layer": 1, "max_len": max(L, cfg.max_len)})
+    attn = Attention(layer_cfg).to(device).train()
+    x = torch.randn(4, L, cfg.d_model, device=device, requires_grad=True)
+    cast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
+            else contextlib.nullcontext())
     best, best_t = "sdpa", float("inf")
     for impl in candidates:
         attn.impl = impl
@@ -389,7 +397,9 @@ def _time_impls(cfg: TransformerConfig, device: torch.device, L: int, candidates
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                attn(x).sum().backward()
+                with cast:
+                    y = attn(x)
+                y.float().sum().backward()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)

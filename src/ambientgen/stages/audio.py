@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..util import StageError, atomic_path, iter_files, progress, require_binary
+from ..util import StageError, atomic_path, iter_files, positive_int, progress, require_binary
 
 HELP = "decode audio files to mono 16 kHz WAV (ffmpeg via pydub)"
 EXAMPLES = """
@@ -198,7 +198,7 @@ def convert(input_dir: str | Path, output_dir: str | Path, sample_rate: int | No
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input_dir", help="directory of audio files (e.g. /pfs/audio-processed)")
     p.add_argument("output_dir", help="where NAME.wav files go (e.g. /pfs/out)")
-    p.add_argument("--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE,
+    p.add_argument("--sample-rate", type=positive_int, default=DEFAULT_SAMPLE_RATE,
                    help=f"output sample rate in Hz (default {DEFAULT_SAMPLE_RATE})")
     p.add_argument("--keep-rate", action="store_true", help="keep each file's own sample rate (still mono)")
     p.add_argument("--tolerate-errors", action="store_true",

@@ -541,7 +541,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     if init_dir is not None:
         finetune.load_init(model, init_dir)
     model = model.to(device)
-    impl = model.set_attn_impl(opts.attn_impl)
+    impl = model.set_attn_impl(opts.attn_impl, amp_dtype=amp_dtype)
     opt = make_optimizer(model, opts, device)
     sampler = WindowSampler(train_pieces, opts.batch_size, window, opts.seed)
     ev_windows = eval_windows(eval_pieces, window, opts.eval_windows)
