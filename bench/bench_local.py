@@ -5,6 +5,8 @@
    `ambientgen normalize` command once per file by hand: the runner's own cost (staging, hashing, records).
 3. Incremental rerun after adding one file vs the first full job.
 4. `run` when everything is up to date.
+5. export with every object verified against its hash while it is copied, vs copying the same blobs unverified
+   (the cost of "the store never serves bytes whose hash does not match"), best of 3 alternated rounds.
 
 Usage: .venv/bin/python bench/bench_local.py [--files N] [--mb SIZE]
 """
@@ -89,6 +91,29 @@ def main() -> None:
               f"{t_inc / t_job:.2f}x")
         t_noop = timed(lambda: run_pipelines(store, ROOT / "pipelines", only=["audio-processed"]))
         print(f"run when up to date: {t_noop * 1000:.1f} ms; ratio to the full job {t_noop / t_job:.4f}x")
+
+        c = store.resolve("audio-unprocessed")
+
+        def export_unverified() -> None:
+            dest = tmp / "exp-plain"
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir()
+            for name, e in c.files.items():
+                with open(dest / name, "wb") as out:
+                    shutil.copyfile(store.blob_path(e["hash"]), out.name)
+                    os.fsync(out.fileno())
+
+        def export_verified() -> None:
+            shutil.rmtree(tmp / "exp", ignore_errors=True)
+            store.export("audio-unprocessed", tmp / "exp")
+
+        plain, verified = [], []
+        for _ in range(3):
+            plain.append(timed(export_unverified))
+            verified.append(timed(export_verified))
+        mb = (args.files + 1) * args.mb
+        print(f"export {mb:g} MB verified: {min(verified):.3f} s ({mb / min(verified):.0f} MB/s); unverified copy "
+              f"{min(plain):.3f} s; ratio {min(verified) / min(plain):.2f}x")
 
 
 if __name__ == "__main__":
