@@ -131,7 +131,7 @@ def test_report_missing_folders_and_output_elsewhere(tmp_path, sample_midis):
     assert "audio-unprocessed/ is not in this run" in page
     assert "music-transformer/ is not in this run" in page
     assert "no run.json" in page
-    assert "broken.mid" in page and "not a readable MIDI file" in page  # the bad file is named, the rest shown
+    assert "broken.mid" in page and "not a usable MIDI file" in page  # the bad file is named, the rest shown
     parser = _Refs()
     parser.feed(page)
     imgs = [r for t, r in parser.refs if t == "img"]

@@ -363,6 +363,42 @@ def section_generated(report: Report) -> str:
         f"{''.join(cards)}</div>"
 
 
+QUALITY_ROWS = (
+    ("notes_per_s", "notes per second", ""), ("polyphony", "notes sounding at once", ""),
+    ("duration_p50", "note duration, median", " s"), ("duration_p90", "note duration, 90th percentile", " s"),
+    ("pitch_class_overlap", "pitch-class overlap with the transcriptions", ""),
+    ("interval_overlap", "melodic-interval overlap with the transcriptions", ""),
+    ("stuck_rate", "stuck notes (share)", ""), ("longest_copy", "longest run copied from training (events)", ""),
+    ("copied_windows", "16-event windows found in training (share)", ""),
+)
+
+
+def section_quality(report: Report) -> str:
+    """Generated music measured against the transcriptions it learned from (ambientgen evaluate-generation)."""
+    from ..stages.evaluate_generation import evaluate_generation
+
+    gen, ref = report.repo("music-transformer-generate"), report.repo("midi")
+    if gen is None or ref is None:
+        return '<p class="missing">needs music-transformer-generate/ and midi/ in this run.</p>'
+    try:
+        res = evaluate_generation(gen, ref, report.repo("transformer-preprocess"))
+    except StageError as exc:
+        return f'<p class="missing">{esc(exc)}</p>'
+    g, r = res["generated"], res["reference"]
+    rows = "".join(f"<tr><td>{esc(label)}</td><td>{esc(fmt(g.get(k)))}{unit}</td><td>{esc(fmt(r.get(k)))}"
+                   f"{unit if r.get(k) is not None else ''}</td></tr>" for k, label, unit in QUALITY_ROWS
+                   if g.get(k) is not None)
+    rows += (f"<tr><td>melodic-interval overlap between two halves of the transcriptions</td><td></td>"
+             f"<td>{esc(fmt(r.get('interval_overlap_halves')))}</td></tr>")
+    pieces = records_table([{k: v for k, v in p.items() if k in ("file", "notes", "polyphony", "duration_p90",
+                                                                 "stuck_rate", "interval_overlap", "longest_copy")}
+                            for p in res["pieces"]])
+    return ("<p>How the generated pieces compare with the transcriptions they learned from: closer to the right-hand "
+            f"column is closer to your music. A stuck note lasts longer than {fmt(res['stuck_threshold_s'])} s "
+            "(twice the transcriptions' 99th percentile).</p><table><tr><th>measure</th><th>generated</th>"
+            f"<th>transcriptions</th></tr>{rows}</table><details><summary>per piece</summary>{pieces}</details>")
+
+
 def section_parameters(report: Report) -> str:
     parts = []
     path = report.run_dir / "run.json"
@@ -402,6 +438,7 @@ def build_report(run_dir: str | Path, out_html: str | Path | None = None, max_ro
         ("dataset", "Data set", section_dataset),
         ("training", "Training", section_training),
         ("generated", "Generated music", section_generated),
+        ("quality", "Generation quality", section_quality),
         ("parameters", "Parameters", section_parameters),
     ):
         report.sections.append((anchor, title, build(report)))
