@@ -105,6 +105,22 @@ def test_silence_and_other_formats(tmp_path):
     assert np.fft.rfftfreq(len(tone), 1 / sr)[spectrum.argmax()] == pytest.approx(440, abs=2)
 
 
+@pytest.mark.parametrize("fmt, args", [("wav", []), ("flac", []), ("ogg", ["-c:a", "libvorbis"])])
+def test_other_formats_disguised_as_mp3_are_decoded_with_a_warning(tmp_path, caplog, fmt, args):
+    src = tmp_path / "in"
+    src.mkdir()
+    # a 440 Hz tone written as WAV/FLAC/OGG, then named .mp3
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050", "-t", "2",
+                    *args, "-f", fmt, str(src / "disguised.mp3")], check=True)
+    res = convert(src, tmp_path / "out")
+    assert not res.failed and res.converted == {"disguised.mp3": "disguised.wav"}
+    warning = next(r.getMessage() for r in caplog.records if "disguised.mp3" in r.getMessage())
+    assert "not MP3; decoded by content" in warning and fmt.upper()[:3] in warning.upper()
+    tone, sr = soundfile.read(str(tmp_path / "out" / "disguised.wav"))
+    spectrum = np.abs(np.fft.rfft(tone))
+    assert np.fft.rfftfreq(len(tone), 1 / sr)[spectrum.argmax()] == pytest.approx(440, abs=2)
+
+
 def test_same_stem_collision_is_an_error(sample_mp3s, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import note_seq
@@ -93,17 +94,33 @@ def test_primer_from_training_piece_and_from_midi(model_dir, sample_midis, tmp_p
     got = sorted((round(n.start_time, 2), n.pitch) for n in out_ns.notes)[:5]
     assert [(round(t, 2), p) for t, p in first] == got  # the output starts with the primer
 
+    # primer_piece is trimmed to primer_seconds
+    res = generate(model_dir, tmp_path / "t", defaults=GenerationRequest(name="t", primer_piece=0, primer_seconds=1.0,
+                                                                         tokens=10))
+    side = json.loads((tmp_path / "t" / "t-0.json").read_text())
+    assert 0 < side["primer"]["seconds"] <= 1.0 and side["primer"]["tokens"] < len(primers[0]["tokens"])
+
     mid_cfg = tmp_path / "cfgdir"
     mid_cfg.mkdir()
-    (mid_cfg / "cont.json").write_text(json.dumps({"primer_midi": str(sample_midis[1]), "primer_seconds": 2,
-                                                   "tokens": 30, "include_primer": False}))
+    shutil.copy(sample_midis[1], mid_cfg / "theme.mid")
+    shutil.copy(sample_midis[2], mid_cfg / "other.mid")
+    base = {"primer_seconds": 2, "tokens": 60, "seed": 5}
+    (mid_cfg / "with.json").write_text(json.dumps({**base, "primer_midi": "theme.mid"}))
+    (mid_cfg / "cont.json").write_text(json.dumps({**base, "primer_midi": "theme.mid", "include_primer": False}))
+    (mid_cfg / "else.json").write_text(json.dumps({**base, "primer_midi": "other.mid", "include_primer": False}))
     rc = cli(["generate", str(model_dir), str(tmp_path / "m"), "--config-dir", str(mid_cfg)])
     assert rc == 0
     side = json.loads((tmp_path / "m" / "cont-0.json").read_text())
-    assert side["primer"]["source"] == f"midi:{sample_midis[1].name}" and side["primer"]["seconds"] <= 2.0
-    # only the continuation: the primer's notes (first 2 s) are not in the file
-    assert len(notes_of(tmp_path / "m" / "cont-0.mid").notes) < len(perf.decode(
-        perf.encode(notes_of(sample_midis[1]))).notes)
+    assert side["primer"]["source"] == "midi:theme.mid" and 0 < side["primer"]["seconds"] <= 2.0
+    cut = side["primer"]["seconds"]
+    # include_primer = false writes exactly the continuation: the primed piece's notes after the primer, shifted
+    whole = [(round(n.start_time - cut, 2), n.pitch) for n in notes_of(tmp_path / "m" / "with-0.mid").notes
+             if n.start_time >= cut - 1e-6]
+    cont = [(round(n.start_time, 2), n.pitch) for n in notes_of(tmp_path / "m" / "cont-0.mid").notes]
+    assert sorted(cont) == sorted(whole) and len(cont) < len(notes_of(tmp_path / "m" / "with-0.mid").notes)
+    # the model is conditioned on the primer: the same seed after another primer gives other music
+    other = [(round(n.start_time, 2), n.pitch) for n in notes_of(tmp_path / "m" / "else-0.mid").notes]
+    assert other != cont
 
     (mid_cfg / "missing.json").write_text('{"primer_piece": "nope:9"}')
     assert cli(["generate", str(model_dir), str(tmp_path / "m2"), "--config-dir", str(mid_cfg)]) == 1

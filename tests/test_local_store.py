@@ -137,7 +137,7 @@ def test_nul_and_too_long_names_are_refused(store, music, tmp_path):
     assert r.returncode == 1 and "'..' components are not allowed" in r.stderr
 
 
-def test_pfs_glob_characters_are_mapped_like_on_a_cluster(store, tmp_path):
+def test_pfs_glob_characters_are_mapped_like_on_a_cluster(store, tmp_path, caplog):
     d = tmp_path / "m"
     d.mkdir()
     (d / "Forêt n°1 (live).mp3").write_bytes(b"1")
@@ -149,6 +149,9 @@ def test_pfs_glob_characters_are_mapped_like_on_a_cluster(store, tmp_path):
 
     assert sorted(c.files) == sorted(pach.pfs_path(n)[1:] for n in ("Forêt n°1 (live).mp3", "what?.mp3"))
     assert all(n.startswith(("Foret n1 _live_-", "what_-")) for n in c.files)
+    # each changed name is announced with the path it got
+    for n in c.files:
+        assert f"stored as /{n}" in caplog.text
     # a file literally named like a changed name cannot meet it: it is changed too
     folded = next(n for n in c.files if n.startswith("what_-"))
     (d / folded).write_bytes(b"3")

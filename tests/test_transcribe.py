@@ -233,6 +233,19 @@ def test_onsets_frames_backend_with_a_real_checkpoint(rendered, tmp_path):
         assert all(0 <= n.start_time < seconds + 0.05 for n in est.notes)
 
 
+def test_onsets_frames_backend_with_the_shipped_checkpoint(rendered, tmp_path):
+    """The trained checkpoint shipped in the package, through the transcribe stage: real notes, close to the score."""
+    res = transcribe_dir(rendered["wav"], tmp_path / "out", backend="onsets-frames")
+    assert not res.failed and len(res.outputs) == len(rendered["refs"])
+    for name, ref in rendered["refs"].items():
+        side = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert side["backend"] == "onsets-frames" and side["parameters"]["checkpoint"] == "(packaged)"
+        est = _read(tmp_path / "out" / f"{name}.mid")
+        assert len(est.notes) > 10
+        # an untrained or broken model emits nothing, or noise: the shipped one finds the chorale's notes
+        assert tr.onset_scores(ref, est)["f1"] > 0.5, name
+
+
 def test_options_and_environment_reach_the_decoder(rendered, tmp_path, monkeypatch):
     src = tmp_path / "in"
     src.mkdir()

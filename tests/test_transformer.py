@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -164,15 +165,21 @@ def test_generation_with_cache_gives_exactly_the_same_tokens(attention):
 
 def test_generation_stops_at_eos_and_pads_after():
     m = model64()
-    with torch.no_grad():  # make EOS (id 1) overwhelmingly likely after a few tokens
-        m.head.weight.data[1] = m.wte.weight.data[5] * 0
+    with torch.no_grad():  # every step: EOS (id 1) with probability 0.3, the 38 others (PAD is never drawn) evenly
+        m.ln_f.weight.zero_()
+        m.ln_f.bias.fill_(1.0)  # the final features are the same vector v whatever the input
+        m.head.weight.zero_()
+        m.head.weight[1] = math.log(0.3 * 38 / 0.7) / m.cfg.d_model  # logit of EOS = w . v, the others 0
     prompt = torch.full((2, 3), 5)
-    out = generate_tokens(m, prompt, 40, seed=0)
-    for row in out.tolist():
-        if 1 in row[3:]:
-            k = row.index(1, 3)
-            assert all(t == 0 for t in row[k + 1:])
-    assert 0 not in out[:, :4].tolist()[0]
+    out = generate_tokens(m, prompt, 40, seed=0).tolist()
+    ends = []
+    for row in out:
+        assert 1 in row[3:], row  # with this seed both rows end within 40 tokens
+        k = row.index(1, 3)
+        assert all(t == 0 for t in row[k + 1:]) and 0 not in row[:k]  # PAD only after EOS
+        ends.append(k)
+    assert ends[0] != ends[1]  # one row ended first and was padded while the other went on
+    assert len(out[0]) == max(ends) + 1  # generation stops once every row has ended
 
 
 def test_sampling_filters():

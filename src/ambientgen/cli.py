@@ -52,12 +52,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, modname in COMMANDS.items():
         if only is not None and name != only:
             continue
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("ambientgen"):
-                continue  # a stage not shipped in this build
-            raise
+        mod = importlib.import_module(modname)  # a command that cannot be imported is a bug, never hidden
         p = sub.add_parser(
             name,
             help=mod.HELP,

@@ -307,6 +307,7 @@ class BasicPitchTranscriber:
             from basic_pitch import note_creation
 
         self._decode_fn = note_creation.output_to_notes_polyphonic
+        self.windows = {"run": 0, "silent": 0}  # model windows so far: run, or skipped as silent
 
     def parameters(self) -> dict[str, Any]:
         return {**self.params.as_dict(), "model": self.model_path.name, **asdict(self.stream)}
@@ -323,6 +324,8 @@ class BasicPitchTranscriber:
             if loud.any():
                 n, o = self.session.run(self._outputs, {self._input: batch[loud]})
                 note[loud], onset[loud] = n[:, keep, :], o[:, keep, :]
+            self.windows["run"] += int(loud.sum())
+            self.windows["silent"] += int(len(batch) - loud.sum())
             n_frames = -(-total // BP_HOP) if total else 0
             yield note.reshape(-1, N_KEYS), onset.reshape(-1, N_KEYS), n_frames
 

@@ -94,6 +94,7 @@ def transcribe_file(transcriber: Any, src: str | Path, out_dir: str | Path, out_
         raise StageError(src, "empty file (0 bytes)")
     try:
         duration = audio_duration(src)
+        before = dict(getattr(transcriber, "windows", {}))
         t0 = time.perf_counter()
         ns = transcriber.transcribe_file(src)
         elapsed = time.perf_counter() - t0
@@ -117,6 +118,8 @@ def transcribe_file(transcriber: Any, src: str | Path, out_dir: str | Path, out_
         "pitch_max": max(pitches) if pitches else None,
         "ambientgen_version": __version__,
     }
+    if before:  # how many model windows ran, and how many were skipped as silent
+        sidecar["model_windows"] = {k: v - before.get(k, 0) for k, v in transcriber.windows.items()}
     write_json(out_dir / midi_rel.with_suffix(".json"), sidecar)
     log.info("%s -> %s: %d notes, %.1f s of audio in %.1f s (%.0fx real time)", src.name, midi_rel, len(ns.notes),
              duration, elapsed, duration / elapsed if elapsed > 0 else float("inf"))
