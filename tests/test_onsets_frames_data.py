@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from ambientgen.models import onsets_frames as of  # noqa: E402
 from ambientgen.music import synth_data as sd  # noqa: E402
@@ -81,12 +81,26 @@ def test_train_resume_and_export(tmp_path, heldout_example):
     sd.make_example(TRAIN_CHORALE, data, seed=5, max_seconds=8.0)
     small = {"conv": [4, 4, 8], "fc": 32, "lstm": 16, "velocity_conv": [2, 2, 4], "velocity_fc": 16}
     out = tmp_path / "run"
+    torch.set_num_threads(1)  # one thread: the same arithmetic in every run
     s1 = train(out, data, steps=2, batch_size=2, seq_frames=32, checkpoint_every=1, model_config=small)
     assert s1["step"] == 2 and latest_checkpoint(out).name == "ckpt-0000002"
     s2 = train(out, data, steps=4, resume=True, batch_size=2, seq_frames=32)
     assert s2["step"] == 4
     assert latest_checkpoint(out).name == "ckpt-0000004"
     assert json.loads((latest_checkpoint(out) / "config.json").read_text())["fc"] == 32  # config kept on resume
+    # the resumed run ends with the same weights as one that ran the 4 steps straight
+    from safetensors.torch import load_file
+
+    straight = train(tmp_path / "straight", data, steps=4, batch_size=2, seq_frames=32, checkpoint_every=1,
+                     model_config=small)
+    assert straight["step"] == 4
+    names = [p.name for p in latest_checkpoint(out).iterdir() if p.name.startswith("model") and
+             p.suffix == ".safetensors"]
+    assert names
+    for name in names:
+        a = load_file(str(latest_checkpoint(out) / name))
+        b = load_file(str(latest_checkpoint(tmp_path / "straight") / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     export_checkpoint(latest_checkpoint(out), tmp_path / "ship")
     model = of.load_model(tmp_path / "ship")
     assert model.cfg.fc == 32

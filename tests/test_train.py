@@ -69,20 +69,25 @@ def test_train_writes_model_metrics_primers_and_checkpoints(chorale_dataset, tmp
     assert all(2 <= t < 390 for p in primers for t in p["tokens"])
 
 
-def test_resume_after_sigterm_gives_bitwise_the_same_weights(chorale_dataset, tmp_path):
-    opts = dict(steps=9, eval_every=4, **FAST)
-    train(chorale_dataset, tmp_path / "straight", TrainOptions(checkpoint_every=4, **opts))
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_resume_after_a_signal_gives_bitwise_the_same_weights(chorale_dataset, tmp_path, signum):
+    opts = dict(steps=9, eval_every=4, checkpoint_every=4, **FAST)
+    train(chorale_dataset, tmp_path / "straight", TrainOptions(**opts))
 
-    def sigterm_at_5(step, model):
+    def signal_at_5(step, model):
         if step == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
-    first = train(chorale_dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, **opts), fault_hook=sigterm_at_5)
-    assert first.interrupted and 5 <= first.step < 9
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    before = signal.getsignal(signum)
+    first = train(chorale_dataset, tmp_path / "split", TrainOptions(**opts), fault_hook=signal_at_5)
+    # the signal arrives during step 6; the run stops after it, between two regular checkpoints (4 and 8) ...
+    assert first.interrupted and first.step == 6
+    assert signal.getsignal(signum) is before  # handlers restored
+    # ... so the checkpoint of step 6 exists only because the signal saved it
+    assert (tmp_path / "split" / "checkpoints" / "step-0000006").is_dir()
     assert not same_weights(tmp_path / "straight", tmp_path / "split")
-    second = train(chorale_dataset, tmp_path / "split", TrainOptions(checkpoint_every=2, resume=True, **opts))
-    assert second.step == 9
+    second = train(chorale_dataset, tmp_path / "split", TrainOptions(resume=True, **opts))
+    assert second.step == 9 and second.resumed_from == 6
     assert same_weights(tmp_path / "straight", tmp_path / "split")
     with open(tmp_path / "split" / "metrics.csv", newline="") as fh:
         steps = [int(r["step"]) for r in csv.DictReader(fh)]
@@ -129,6 +134,21 @@ def test_nan_loss_rolls_back_to_the_last_good_checkpoint(chorale_dataset, tmp_pa
     assert "non-finite loss" in caplog.text and "step-0000004" in caplog.text
     assert all(torch.isfinite(t).all() for t in weights(tmp_path / "m").values())
     assert math.isfinite(res.eval_nll)
+    # after the rollback the learning rate is half the schedule's
+    with open(tmp_path / "m" / "metrics.csv", newline="") as fh:
+        lr8 = float(next(r["lr"] for r in csv.DictReader(fh) if r["step"] == "8"))
+    assert lr8 == pytest.approx(0.5 * lr_at(7, TrainOptions(steps=8, **FAST).resolved()), rel=1e-4)
+
+
+def test_rollbacks_are_capped(chorale_dataset, tmp_path):
+    def poison_always(step, model):
+        if step >= 3:
+            with torch.no_grad():
+                model.blocks[0].mlp[0].weight[0, 0] = float("nan")
+
+    with pytest.raises(StageError, match="after 2 rollbacks; last good checkpoint"):
+        train(chorale_dataset, tmp_path / "m", TrainOptions(steps=8, checkpoint_every=2, eval_every=4,
+                                                            max_rollbacks=2, **FAST), fault_hook=poison_always)
 
 
 def test_errors_name_the_problem(chorale_dataset, tmp_path):

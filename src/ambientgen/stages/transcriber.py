@@ -122,12 +122,17 @@ def _load_optimizer(opt, path: Path) -> None:
 
 
 def save_training_checkpoint(model, opt, out_dir: Path, state: dict[str, Any]) -> Path:
-    """OUT_DIR/ckpt-STEP/{model.safetensors, config.json, optimizer.safetensors, state.json}; keep the last 3."""
+    """OUT_DIR/ckpt-STEP/{model.safetensors, config.json, optimizer.safetensors, rng.safetensors, state.json}
+    (state.json holds the data sampler's RNG state); the last 3 are kept. Resuming from it is exact."""
+    import torch
+    from safetensors.torch import save_file
+
     from ..models.onsets_frames import save_checkpoint
 
     d = out_dir / f"ckpt-{state['step']:07d}"
     save_checkpoint(model, d, extra={"step": state["step"]})
     _save_optimizer(opt, d / "optimizer.safetensors")
+    save_file({"torch": torch.get_rng_state()}, str(d / "rng.safetensors"))
     write_json(d / "state.json", state)
     write_json(out_dir / "latest.json", {"checkpoint": d.name, "step": state["step"]})
     for old in sorted(out_dir.glob("ckpt-*"))[:-KEEP_CHECKPOINTS]:
@@ -182,6 +187,10 @@ def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 
         model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         _load_optimizer(opt, ckpt / "optimizer.safetensors")
         state = json.loads((ckpt / "state.json").read_text())
+        if "data_rng" in state:  # the same batches as an uninterrupted run
+            data.rng.bit_generator.state = state["data_rng"]
+        if (ckpt / "rng.safetensors").is_file():
+            torch.set_rng_state(load_file(str(ckpt / "rng.safetensors"))["torch"])
         if lr is not None and lr != state.get("lr"):  # a learning rate given for this run wins
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] = lr
@@ -231,11 +240,12 @@ def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 
             run = dict.fromkeys(run, 0.0)
             run["n"] = 0
         if state["step"] % checkpoint_every == 0:
-            save_training_checkpoint(model, opt, out_dir, {**state, "seconds": state["seconds"] + time.monotonic() - t0})
+            save_training_checkpoint(model, opt, out_dir, {**state, "data_rng": data.rng.bit_generator.state,
+                                                           "seconds": state["seconds"] + time.monotonic() - t0})
     state["seconds"] = state["seconds"] + time.monotonic() - t0
     state["examples"] = sum(1 for e in data.examples.values() if e)
     model.eval()
-    d = save_training_checkpoint(model, opt, out_dir, state)
+    d = save_training_checkpoint(model, opt, out_dir, {**state, "data_rng": data.rng.bit_generator.state})
     log.info("checkpoint %s (step %d, %.1f min of training in all)", d, state["step"], state["seconds"] / 60)
     return state
 
