@@ -42,6 +42,7 @@ def test_a_copy_of_the_reference_matches_it_in_every_measure(tmp_path):
     assert g["polyphony"] == pytest.approx(1.0) and r["polyphony"] == pytest.approx(1.0)
     assert g["duration_p90"] == pytest.approx(0.5) and g["notes_per_s"] == pytest.approx(2.0)
     assert g["pitch_class_overlap"] == pytest.approx(1.0) and g["interval_overlap"] == pytest.approx(1.0)
+    assert g["pitch_class_overlap_set"] == pytest.approx(1.0) and g["interval_overlap_set"] == pytest.approx(1.0)
     assert g["stuck_rate"] == 0
     assert (g["pitch_low"], g["pitch_high"]) == (60, 72)
     events = len(note_seq_events(tmp_path / "gen" / "a-0.mid"))

@@ -211,6 +211,17 @@ def make_reference(pieces: list[Notes], training_events: list[np.ndarray] | None
                      TrainingIndex(training_events) if training_events else None, self_iv)
 
 
+def pooled_overlaps(pieces: list[Notes], ref: Reference) -> dict:
+    """The set's pooled pitch-class and interval histograms against the reference's: a set of short pieces is
+    judged like the reference halves are, not piece by piece (a 20-note piece's histogram is mostly noise)."""
+    if not pieces:
+        return {}
+    d = sum((pitch_class_hist(p) * p.durations.sum() for p in pieces), np.zeros(12))
+    pc = d / d.sum() if d.sum() > 0 else d
+    return {"pitch_class_overlap_set": round(overlap(pc, ref.pc), 4),
+            "interval_overlap_set": round(overlap(_pooled_intervals(pieces), ref.intervals), 4)}
+
+
 def _pooled_intervals(pieces: list[Notes]) -> np.ndarray:
     iv = np.concatenate([skyline_intervals(p) for p in pieces]) if pieces else np.zeros(0, dtype=np.int64)
     h = np.bincount(iv + INTERVAL_CLIP, minlength=2 * INTERVAL_CLIP + 1).astype(np.float64)

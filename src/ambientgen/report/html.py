@@ -366,8 +366,9 @@ def section_generated(report: Report) -> str:
 QUALITY_ROWS = (
     ("notes_per_s", "notes per second", ""), ("polyphony", "notes sounding at once", ""),
     ("duration_p50", "note duration, median", " s"), ("duration_p90", "note duration, 90th percentile", " s"),
-    ("pitch_class_overlap", "pitch-class overlap with the transcriptions", ""),
-    ("interval_overlap", "melodic-interval overlap with the transcriptions", ""),
+    ("pitch_class_overlap", "pitch-class overlap with the transcriptions, per piece", ""),
+    ("interval_overlap", "melodic-interval overlap with the transcriptions, per piece", ""),
+    ("interval_overlap_set", "melodic-interval overlap with the transcriptions, all pieces together", ""),
     ("stuck_rate", "stuck notes (share)", ""), ("longest_copy", "longest run copied from training (events)", ""),
     ("copied_windows", "16-event windows found in training (share)", ""),
 )

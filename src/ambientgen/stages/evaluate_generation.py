@@ -27,7 +27,8 @@ EXAMPLES = """
 """
 log = logging.getLogger(__name__)
 SET_COLUMNS = ("pieces", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "pitch_low", "pitch_high",
-               "pitch_class_overlap", "interval_overlap", "stuck_rate", "longest_copy", "copied_windows")
+               "pitch_class_overlap", "interval_overlap", "pitch_class_overlap_set", "interval_overlap_set",
+               "stuck_rate", "longest_copy", "copied_windows")
 
 
 def _midi_files(root: Path) -> list[Path]:
@@ -89,7 +90,7 @@ def evaluate_generation(gen_dir: str | Path, reference_dir: str | Path,
                         dataset_dir: str | Path | None = None) -> dict:
     """The measures of every generated piece and of the set, beside the reference set's own."""
     from ..music import performance as perf
-    from ..music.quality import Notes, make_reference, score_piece, set_summary
+    from ..music.quality import Notes, make_reference, pooled_overlaps, score_piece, set_summary
 
     gen_dir, reference_dir = Path(gen_dir), Path(reference_dir)
     ref_pieces = load_pieces(reference_dir)
@@ -108,6 +109,7 @@ def evaluate_generation(gen_dir: str | Path, reference_dir: str | Path,
         rows.append(row)
         notes.append(n)
     generated = set_summary(notes, [{k: v for k, v in r.items() if k != "file"} for r in rows])
+    generated.update(pooled_overlaps(notes, ref))
     reference = dict(ref.summary)
     reference["interval_overlap_halves"] = round(ref.self_interval_overlap, 4)
     return {"generated": generated, "reference": reference, "pieces": rows,
