@@ -334,7 +334,8 @@ def job_line(job) -> str:
     )
 
 
-def wait_jobs(client, commit_id: str | None = None, timeout: float = 0.0, poll: float = 5.0) -> list:
+def wait_jobs(client, commit_id: str | None = None, timeout: float = 0.0, poll: float = 5.0,
+              no_jobs_after: float = 15.0) -> list:
     """Follow the jobs of one commit set (default: the newest input commit) until all finish.
 
     Shows a progress bar over all datums and a line whenever a job changes state. Returns the final JobInfos;
@@ -366,7 +367,7 @@ def wait_jobs(client, commit_id: str | None = None, timeout: float = 0.0, poll: 
                     bar.write(job_line(j))
             if jobs and all(states[j.job.pipeline.name] in TERMINAL_JOB_STATES for j in jobs):
                 return jobs
-            if not jobs and time.monotonic() - start > max(poll * 3, 15):
+            if not jobs and time.monotonic() - start > max(poll * 3, no_jobs_after):
                 raise PachError(f"commit set {commit_id} has no jobs: are the pipelines deployed (make deploy-pipelines)?")
             if timeout > 0 and time.monotonic() - start > timeout:
                 raise PachError(f"timed out after {timeout:.0f} s waiting for the jobs of {commit_id}")
@@ -489,7 +490,8 @@ def cmd_put_mp3(args, client) -> int:
     commit_id, mapping = put_mp3(client, args.dir)
     print(f"{len(mapping)} MP3 files -> {MP3_REPO}@{BRANCH} commit {commit_id}")
     if args.wait:
-        return report_jobs(wait_jobs(client, commit_id, timeout=args.timeout))
+        return report_jobs(wait_jobs(client, commit_id, timeout=args.timeout, poll=args.poll,
+                                     no_jobs_after=args.no_jobs_after))
     return 0
 
 
@@ -497,18 +499,21 @@ def cmd_put_config(args, client) -> int:
     commit_id = put_config(client, args.files)
     print(f"{len(args.files)} config file(s) -> {CONFIG_REPO}@{BRANCH} commit {commit_id}")
     if args.wait:
-        return report_jobs(wait_jobs(client, commit_id, timeout=args.timeout))
+        return report_jobs(wait_jobs(client, commit_id, timeout=args.timeout, poll=args.poll,
+                                     no_jobs_after=args.no_jobs_after))
     return 0
 
 
 def cmd_wait(args, client) -> int:
-    return report_jobs(wait_jobs(client, args.commit, timeout=args.timeout, poll=args.poll))
+    return report_jobs(wait_jobs(client, args.commit, timeout=args.timeout, poll=args.poll,
+                                 no_jobs_after=args.no_jobs_after))
 
 
 def cmd_get_results(args, client) -> int:
     rc = 0
     if not args.no_wait:
-        rc = report_jobs(wait_jobs(client, args.commit, timeout=args.timeout, poll=args.poll))
+        rc = report_jobs(wait_jobs(client, args.commit, timeout=args.timeout, poll=args.poll,
+                                   no_jobs_after=args.no_jobs_after))
     got = get_results(client, args.out)
     for sub, paths in got.items():
         print(f"{len(paths)} files -> {Path(args.out) / sub}")
@@ -531,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     waiting = argparse.ArgumentParser(add_help=False)
     waiting.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (default: never)")
     waiting.add_argument("--poll", type=float, default=5.0, help="seconds between status checks (default 5)")
+    waiting.add_argument("--no-jobs-after", type=float, default=15.0,
+                         help="seconds without any job before deciding the commit started none (default 15)")
     specs = argparse.ArgumentParser(add_help=False)
     specs.add_argument("--pipelines-dir", default=str(PIPELINES_DIR), help="folder of pipeline specs (*.json)")
 

@@ -109,6 +109,10 @@ class FakePachd:
         self.job_sets: dict[str, list[dict]] = {}
         self.calls: list[tuple[str, object]] = []
         self.fail_modify_after: int | None = None
+        # how the stand-in's jobs end: a pipeline -> reason to fail with, jobs that never finish, or no jobs at all
+        self.fail_jobs: dict[str, str] = {}
+        self.hold_jobs = False
+        self.no_jobs = False
         self.schema = Draft4Validator(json.loads(SCHEMA_PATH.read_text()))
 
     # helpers -------------------------------------------------------------------------------------
@@ -146,11 +150,20 @@ class FakePachd:
         head = self.repos[repo]["head"]
         return dict(self.commits[head]["files"]) if head else {}
 
+    @staticmethod
+    def _reads(node: dict) -> set[str]:
+        """The repos a spec's input reads, worked out here, not with the script's own helper."""
+        found = {node["pfs"]["repo"]} if "pfs" in node else set()
+        for key in ("cross", "union", "join", "group"):
+            for child in node.get(key, []):
+                found |= FakePachd._reads(child)
+        return found
+
     def _downstream(self, repo: str) -> list[str]:
         reached, frontier = [], {repo}
         while frontier:
             new = [n for n, p in self.pipelines.items()
-                   if n not in reached and pach.input_repos(p["spec"]["input"]) & frontier]
+                   if n not in reached and self._reads(p["spec"]["input"]) & frontier]
             reached += new
             frontier = set(new)
         return reached
@@ -228,7 +241,7 @@ class FakePachd:
             cid = self._commit_id(req.commit, ctx)
             info = self.commits[cid]
             info["finished"], info["error"] = True, req.error
-            if not req.error:
+            if not req.error and not self.no_jobs:
                 self.job_sets[cid] = [{"pipeline": n, "step": 0} for n in self._downstream(info["repo"])]
         return Empty()
 
@@ -283,7 +296,7 @@ class FakePachd:
         with self.lock:
             if name in self.pipelines and not req.update:
                 ctx.abort(grpc.StatusCode.ALREADY_EXISTS, f"pipeline {name} already exists")
-            missing = pach.input_repos(spec["input"]) - set(self.repos)
+            missing = self._reads(spec["input"]) - set(self.repos)
             if missing:
                 ctx.abort(grpc.StatusCode.NOT_FOUND, f"input repos {sorted(missing)} not found")
             if name in self.repos and name not in self.pipelines:
@@ -321,12 +334,17 @@ class FakePachd:
             jobs = self.job_sets.get(req.job_set.id, [])
             out = []
             for job in jobs:
-                job["step"] = min(job["step"] + 1, len(self.JOB_STEPS) - 1)
+                last = len(self.JOB_STEPS) - (2 if self.hold_jobs else 1)  # held jobs stay running
+                job["step"] = min(job["step"] + 1, last)
                 state = self.JOB_STEPS[job["step"]]
-                done = state == pps.JobState.JOB_SUCCESS
+                reason = ""
+                if state == pps.JobState.JOB_SUCCESS and job["pipeline"] in self.fail_jobs:
+                    state, reason = pps.JobState.JOB_FAILURE, self.fail_jobs[job["pipeline"]]
+                done = state in (pps.JobState.JOB_SUCCESS, pps.JobState.JOB_FAILURE)
                 out.append(pps.JobInfo(
                     job=pps.Job(pipeline=pps.Pipeline(name=job["pipeline"]), id=req.job_set.id), state=state,
-                    data_total=2, data_processed=2 if done else 1, created=datetime.now(timezone.utc),
+                    data_total=2, data_processed=2 if done and not reason else 1, data_failed=1 if reason else 0,
+                    reason=reason, created=datetime.now(timezone.utc),
                 ))
         yield from out
 
@@ -551,6 +569,51 @@ def test_errors_are_one_line_without_traceback(pachd, tmp_path, capsys):
     assert "nothing to wait for" in capsys.readouterr().err
     assert pach.main(["deploy", "--host", "127.0.0.1", "--port", "1"]) == 1
     assert "pachctl port-forward" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def deployed_with_mp3(pachd, tmp_path, sample_mp3s):
+    assert run(pachd, "deploy") == 0
+    music = tmp_path / "music"
+    music.mkdir()
+    shutil.copy(sample_mp3s[0], music / "a.mp3")
+    return pachd, music
+
+
+def test_a_failed_job_fails_wait_with_its_reason(deployed_with_mp3, capsys):
+    pachd, music = deployed_with_mp3
+    pachd.fail_jobs = {"midi": "1 datum failed: a.wav: cannot read audio"}
+    assert run(pachd, "put-mp3", str(music)) == 0
+    assert run(pachd, "wait", "--poll", "0.01") == 1
+    err = capsys.readouterr().err
+    assert "midi: JOB_FAILURE: 1 datum failed: a.wav: cannot read audio" in err
+    assert "pachctl logs --job=midi@" in err
+    assert "ambient-render: JOB_FAILURE" not in err  # only the job that failed is reported as failed
+
+
+def test_wait_gives_up_after_its_timeout(deployed_with_mp3, capsys):
+    pachd, music = deployed_with_mp3
+    pachd.hold_jobs = True
+    assert run(pachd, "put-mp3", str(music)) == 0
+    assert run(pachd, "wait", "--poll", "0.01", "--timeout", "0.3") == 1
+    assert "timed out after 0 s waiting for the jobs of" in capsys.readouterr().err
+
+
+def test_a_commit_without_jobs_is_a_clear_error(deployed_with_mp3, capsys):
+    pachd, music = deployed_with_mp3
+    pachd.no_jobs = True
+    assert run(pachd, "put-mp3", str(music)) == 0
+    assert run(pachd, "wait", "--poll", "0.01", "--no-jobs-after", "0.2") == 1
+    assert "has no jobs: are the pipelines deployed" in capsys.readouterr().err
+
+
+def test_get_results_never_writes_outside_its_folder(deployed_with_mp3, tmp_path, capsys):
+    pachd, _ = deployed_with_mp3
+    pachd.write_files("ambient-render", {"/../../escape.mp3": b"x", "/ok.mp3": b"y"})
+    out = tmp_path / "deep" / "results"
+    assert run(pachd, "get-results", str(out), "--no-wait") == 1
+    assert "refusing to write outside" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("escape.mp3"))
 
 
 def test_pfs_paths_are_valid_and_distinct():

@@ -204,3 +204,30 @@ def test_sampler_windows_batches_and_state():
     assert sum(spread) < 7 * 30  # similar lengths within a batch
     ev = eval_windows(pieces, 65, 100)
     assert sum(len(w) - 1 for w in ev) == sum(len(p) - 1 for p in pieces)  # every next-token target once
+
+
+def test_gradient_accumulation_gives_the_full_batch_gradient(chorale_dataset):
+    """Two micro-batches of 2 windows accumulate the gradient of one batch of 4 (token-weighted, with padding)."""
+    from ambientgen.models.transformer import MusicTransformer, get_config
+    from ambientgen.stages.train import accumulate_gradients, collate, load_split
+
+    pieces = load_split(chorale_dataset, "train")
+    windows = [pieces[0][:40], pieces[0][40:70], pieces[1][:50], pieces[1][50:90]]  # unequal lengths: padding
+    torch.manual_seed(0)
+    model = MusicTransformer(get_config("tiny", dropout=0.0)).double()
+
+    def grads(micro):
+        model.zero_grad(set_to_none=True)
+        loss = accumulate_gradients(model, micro, 0, "cpu")
+        return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    whole_loss, whole = grads([collate(windows, 0)])
+    acc_loss, acc = grads([collate(windows[:2], 0), collate(windows[2:], 0)])
+    assert acc_loss == pytest.approx(whole_loss, rel=1e-9)
+    assert whole.keys() == acc.keys() and all(torch.allclose(whole[k], acc[k], atol=1e-10) for k in whole)
+    # an unweighted mean of the two micro-batch losses would not be the same gradient
+    model.zero_grad(set_to_none=True)
+    for x, y in (collate(windows[:2], 0), collate(windows[2:], 0)):
+        (model(x, y)[1] / 2).backward()
+    assert not all(torch.allclose(whole[k], p.grad, atol=1e-10) for k, p in model.named_parameters()
+                   if p.grad is not None)

@@ -221,3 +221,18 @@ def test_model_dir_roundtrip_and_clear_errors(tmp_path):
     (tmp_path / "n" / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(StageError, match="model.safetensors: cannot read weights"):
         load_model_dir(tmp_path / "n")
+
+
+def test_a_kernel_that_fails_is_named_and_not_chosen(monkeypatch, caplog):
+    import ambientgen.models.transformer as tm
+
+    def broken(*a, **k):
+        raise RuntimeError("no such kernel in this build")
+
+    monkeypatch.setattr(tm.F, "scaled_dot_product_attention", broken)
+    tm._IMPL_CACHE.clear()
+    try:
+        assert tm.pick_attn_impl(small_cfg(), "cpu", length=32) == "explicit"
+    finally:
+        tm._IMPL_CACHE.clear()
+    assert "attention kernel 'sdpa' cannot run here (RuntimeError: no such kernel in this build)" in caplog.text

@@ -404,10 +404,16 @@ def _time_impls(cfg: TransformerConfig, device: torch.device, L: int, candidates
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             t = min(times[1:])
-        except Exception:  # a kernel this build cannot run is simply not chosen
+        except Exception as exc:  # a kernel this build cannot run is not chosen, and the reason is shown
+            import logging
+
+            logging.getLogger(__name__).warning("attention kernel %r cannot run here (%s: %s); not used",
+                                                impl, type(exc).__name__, exc)
             continue
         if t < best_t:
             best, best_t = impl, t
+    if best_t == float("inf"):
+        raise RuntimeError(f"no attention kernel runs on {device} (tried {', '.join(candidates)})")
     return best
 
 

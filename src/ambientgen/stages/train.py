@@ -490,6 +490,21 @@ class _Stop:
             signal.signal(s, h)
 
 
+def accumulate_gradients(fwd, micro: list, pad_id: int, device, amp_dtype=None) -> float:
+    """Backward over micro-batches, each weighted by its share of the non-pad tokens, so the gradient is that of
+    one batch holding them all; returns that batch's mean loss."""
+    n_tok = sum(int((y != pad_id).sum()) for _, y in micro)
+    loss_sum = 0.0
+    for x, y in micro:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with _autocast(device, amp_dtype):
+            _, loss = fwd(x, y)
+        w = int((y != pad_id).sum()) / max(n_tok, 1)
+        (loss * w).backward()
+        loss_sum += float(loss.detach()) * w
+    return loss_sum
+
+
 def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None = None,
           fault_hook: Callable[[int, object], None] | None = None) -> TrainResult:
     """Train (or resume) a Music Transformer from DATA_DIR's TFRecord splits into OUT_DIR.
@@ -604,14 +619,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
             micro = [collate(sampler.next(), cfg.pad_id) for _ in range(opts.grad_accum)]
             n_tok = sum(int((y != cfg.pad_id).sum()) for _, y in micro)
             opt.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for x, y in micro:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with _autocast(device, amp_dtype):
-                    _, loss = fwd(x, y)
-                w = int((y != cfg.pad_id).sum()) / max(n_tok, 1)
-                (loss * w).backward()
-                loss_sum += float(loss.detach()) * w
+            loss_sum = accumulate_gradients(fwd, micro, cfg.pad_id, device, amp_dtype)
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), opts.clip)
             if not (math.isfinite(loss_sum) and math.isfinite(float(gnorm))):
                 rollbacks += 1
