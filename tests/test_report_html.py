@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from ambientgen.cli import main as cli_main
-from ambientgen.report.html import build_report
+from ambientgen.report.html import build_report, fmt
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = "Forêt <b>n°1<∕b> & \"rain\" 'x' %20 #1 ?"  # markup, quotes, percent, hash (no '/' in names)
@@ -109,6 +109,16 @@ def test_report_page_structure(run_dir, tmp_path):
     for title in ("Inputs", "Transcriptions", "Data set", "Training", "Generated music", "Parameters"):
         assert f">{title}</h2>" in page
     assert "warm-piano" in page and "temperature" in page and "splits.train.pieces" in page
+    # values, not just keys: the metrics' best eval NLL and last step, a generated piece's request
+    assert "<th>best_eval_nll</th><td>2.2</td>" in page and "<th>last_step</th><td>60</td>" in page
+    assert "temperature: 0.9" in page and "seed: 3" in page and "notes: 10" in page
+    # the quality table holds the very figures evaluate-generation gives for this run
+    from ambientgen.stages.evaluate_generation import evaluate_generation
+
+    q = evaluate_generation(run_dir / "music-transformer-generate", run_dir / "midi")
+    for key in ("polyphony", "duration_p90", "notes_per_s"):
+        assert f"<td>{fmt(q['generated'][key])}" in page and f"<td>{fmt(q['reference'][key])}" in page, key
+    assert f"<td>{fmt(q['generated']['stuck_rate'])}</td>" in page
     assert "<td>JOB_FAILURE</td>" in page and "<td>3 items</td>" in page  # job records as a table
     assert "<th>fresh</th><td>false</td>" in page  # JSON values as JSON spells them
     assert "night.toml" in page and 'note = &quot;&lt;script&gt;bad' in page  # the generation requests

@@ -382,15 +382,19 @@ def section_quality(report: Report) -> str:
     if gen is None or ref is None:
         return '<p class="missing">needs music-transformer-generate/ and midi/ in this run.</p>'
     try:
-        res = evaluate_generation(gen, ref, report.repo("transformer-preprocess"))
+        try:
+            res = evaluate_generation(gen, ref, report.repo("transformer-preprocess"))
+        except StageError as exc:  # no readable data set: search the transcriptions themselves for copies
+            report.problems.append(f"generation quality: {exc}")
+            res = evaluate_generation(gen, ref)
     except StageError as exc:
         return f'<p class="missing">{esc(exc)}</p>'
     g, r = res["generated"], res["reference"]
-    rows = "".join(f"<tr><td>{esc(label)}</td><td>{esc(fmt(g.get(k)))}{unit}</td><td>{esc(fmt(r.get(k)))}"
+    rows = "".join(f"<tr><td>{esc(label)}</td><td>{fmt(g.get(k))}{unit}</td><td>{fmt(r.get(k))}"
                    f"{unit if r.get(k) is not None else ''}</td></tr>" for k, label, unit in QUALITY_ROWS
                    if g.get(k) is not None)
     rows += (f"<tr><td>melodic-interval overlap between two halves of the transcriptions</td><td></td>"
-             f"<td>{esc(fmt(r.get('interval_overlap_halves')))}</td></tr>")
+             f"<td>{fmt(r.get('interval_overlap_halves'))}</td></tr>")
     pieces = records_table([{k: v for k, v in p.items() if k in ("file", "notes", "polyphony", "duration_p90",
                                                                  "stuck_rate", "interval_overlap", "longest_copy")}
                             for p in res["pieces"]])
