@@ -98,7 +98,7 @@ def test_sigkill_of_real_normalize_run_then_rerun(sample_mp3s, tmp_path):
     """SIGKILL to the runner and its transform while the real normalize pipeline is mid-job."""
     src = tmp_path / "mp3"
     src.mkdir()
-    for i in range(4):
+    for i in range(6):
         shutil.copyfile(sample_mp3s[i % 2], src / f"Chanson n°{i} été.mp3")
     store = Store(tmp_path / "store")
     store.put_files("audio-unprocessed", sorted(src.iterdir()))
@@ -109,15 +109,18 @@ def test_sigkill_of_real_normalize_run_then_rerun(sample_mp3s, tmp_path):
     records = store.root / "datums" / "audio-processed"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(records.glob("*.json")):
-        time.sleep(0.05)
+        time.sleep(0.002)
+    # frozen the moment the first datum is recorded (each datum is a new process of a few hundred ms, so the job
+    # is certainly mid-way), then killed: no timing window decides what the test sees
+    os.killpg(proc.pid, signal.SIGSTOP)
+    done_before = len(list(records.glob("*.json")))
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert store.head("audio-processed") is None  # nothing half-published
-    done_before = len(list(records.glob("*.json")))
-    assert 1 <= done_before < 4
+    assert 1 <= done_before < 6
 
     job = run_pipelines(store, PIPELINES_DIR, only=["audio-processed"])[0]
-    assert job.state == "JOB_SUCCESS" and job.skipped == done_before and job.processed == 4 - done_before
+    assert job.state == "JOB_SUCCESS" and job.skipped == done_before and job.processed == 6 - done_before
     out = store.resolve("audio-processed")
     assert sorted(store.read_file("audio-processed", p) for p in out.files) == sorted(
         p.read_bytes() for p in src.iterdir())

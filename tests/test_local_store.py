@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -185,30 +184,36 @@ def test_output_repo_is_not_writable_by_put_file(store, music):
 
 # ------------------------------------------------------------------ lock
 HOLD = """
-import sys, time
+import sys
 from ambientgen.local import Store
 with Store(sys.argv[1]).writer(what="test holder"):
     print("locked", flush=True)
-    time.sleep(float(sys.argv[2]))
+    sys.stdin.readline()  # held until the test says so: no timing window
 """
 
 
 def test_second_writer_fails_clearly_or_waits(tmp_path, music):
     root = tmp_path / "store"
     Store(root)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root), "2.5"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StoreBusy, match=r"store is busy.*pid \d+: test holder.*--wait"):
             Store(root).put_files("r", [music / "waves.mp3"])
         r = local_cli("put-file", "r", str(music / "waves.mp3"), "--store", str(root))
         assert r.returncode == 1 and "store is busy" in r.stderr
-        t0 = time.monotonic()
-        r = local_cli("put-file", "r", str(music / "waves.mp3"), "--store", str(root), "--wait")
-        assert r.returncode == 0, r.stderr
-        assert "waiting for the store lock" in r.stderr
-        assert time.monotonic() - t0 > 0.5
+        waiter = subprocess.Popen([sys.executable, "-m", "ambientgen", "local", "put-file", "r",
+                                   str(music / "waves.mp3"), "--store", str(root), "--wait"],
+                                  stderr=subprocess.PIPE, text=True, env={**os.environ, "AMBIENTGEN_NO_PROGRESS": "1"})
+        said = [waiter.stderr.readline() for _ in range(2)]  # it says it waits, and it does: the lock is held
+        assert any("waiting for the store lock" in line for line in said), said
+        assert waiter.poll() is None and not Store(root).repo_exists("r")
+        holder.stdin.write("release\n")
+        holder.stdin.flush()
+        assert waiter.wait(timeout=60) == 0, waiter.stderr.read()
     finally:
+        holder.kill() if holder.poll() is None else None
         holder.wait(timeout=30)
     assert list(Store(root).resolve("r").files) == ["waves.mp3"]
     # readers never lock
