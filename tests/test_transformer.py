@@ -153,14 +153,33 @@ def test_generation_with_cache_gives_exactly_the_same_tokens(attention):
     m = model64(attention=attention)
     prompt = torch.randint(2, 40, (3, 5))
     kw = dict(temperature=1.3, top_k=30, top_p=0.95, seed=11, stop_at_eos=False)
-    # 70 new tokens > max_len 48: the context window slides (and the cache is refilled)
-    with_cache = generate_tokens(m, prompt, 70, use_cache=True, **kw)
+    # 70 new tokens > max_len 48: the context window slides (and the cache is refilled from the last half)
+    with_cache = generate_tokens(m, prompt, 70, use_cache=True, window="restart", **kw)
     without = generate_tokens(m, prompt, 70, use_cache=False, **kw)
     assert with_cache.shape == (3, 75)
     assert torch.equal(with_cache, without)
     assert not torch.equal(with_cache[0], with_cache[1])  # batch rows sample independently
-    assert torch.equal(generate_tokens(m, prompt, 70, use_cache=True, **kw), with_cache)  # seeded
-    assert not torch.equal(generate_tokens(m, prompt, 70, use_cache=True, **{**kw, "seed": 12}), with_cache)
+    assert torch.equal(generate_tokens(m, prompt, 70, use_cache=True, window="restart", **kw), with_cache)  # seeded
+    assert not torch.equal(generate_tokens(m, prompt, 70, use_cache=True, window="restart", **{**kw, "seed": 12}),
+                           with_cache)
+
+
+def test_rolling_cache_keeps_the_context_instead_of_restarting(monkeypatch):
+    m = model64(attention="relative")
+    prompt = torch.randint(2, 40, (2, 5))
+    kw = dict(temperature=1.3, top_k=30, top_p=0.95, seed=11, stop_at_eos=False)
+    rolled = generate_tokens(m, prompt, 120, **kw)  # the default with the cache and relative attention
+    exact = generate_tokens(m, prompt, 120, use_cache=False, **kw)
+    # until the context is full the two are the same tokens; after it the rolling cache keeps 7/8 of the context
+    assert torch.equal(rolled[:, :48], exact[:, :48]) and not torch.equal(rolled, exact)
+    assert torch.equal(generate_tokens(m, prompt, 120, **kw), rolled)  # seeded
+    calls = []
+    real = m.forward
+    monkeypatch.setattr(m, "forward", lambda idx, *a, **k: calls.append(idx.shape[1]) or real(idx, *a, **k))
+    generate_tokens(m, prompt, 120, **kw)
+    assert calls[0] == 5 and set(calls[1:]) == {1}  # never a refill: one token per step after the prompt
+    with pytest.raises(ValueError, match="needs the cache and relative attention"):
+        generate_tokens(model64(attention="vanilla"), prompt, 4, window="roll")
 
 
 def test_generation_stops_at_eos_and_pads_after():

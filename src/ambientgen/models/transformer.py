@@ -183,6 +183,13 @@ class KVCache:
         self.pos += n
         return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
 
+    def drop_oldest(self, n: int) -> None:
+        """Forget the n oldest positions (the rest move to the front, in order)."""
+        keep = self.pos - n
+        self.k[:, :, :keep] = self.k[:, :, n:self.pos].clone()
+        self.v[:, :, :keep] = self.v[:, :, n:self.pos].clone()
+        self.pos = keep
+
 
 class Attention(nn.Module):
     """Causal multi-head self-attention, relative (Huang et al.) or vanilla."""
@@ -454,13 +461,19 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 @torch.no_grad()
 def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int, temperature: float = 1.0,
                     top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
-                    stop_at_eos: bool = True, should_stop=None) -> torch.Tensor:
+                    stop_at_eos: bool = True, should_stop=None, window: str = "auto") -> torch.Tensor:
     """Continue each row of ``prompt`` (B, T >= 1) by up to ``max_new`` tokens; returns (B, T + n).
 
     With ``use_cache`` each step runs only the new token through the model (key/value cache, relative
     term included); without it the whole context is recomputed every step. Both see the same context, so
-    they give the same tokens. Beyond max_len the context slides: when it is full, it restarts from its last
-    half (the cache is refilled from those tokens). A row that emits EOS keeps emitting PAD.
+    they give the same tokens up to max_len. Beyond it the context slides (``window``):
+
+    * ``roll`` (the default with the cache and relative attention): the oldest eighth of the cache is dropped and
+      the rest kept, so the model always sees at least 7/8 of its context. Relative attention has no absolute
+      positions, so the kept keys stay valid; it is what keeps notes that started long ago from never ending.
+    * ``restart`` (the default otherwise): the context restarts from its last half, recomputed.
+
+    A row that emits EOS keeps emitting PAD.
     ``should_stop(tokens)`` may end generation early (e.g. once enough seconds exist).
     """
     model.eval()
@@ -469,13 +482,24 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
     seq = prompt.clone()
     B = seq.shape[0]
     done = torch.zeros(B, 1, dtype=torch.bool, device=seq.device)
+    if window == "auto":
+        window = "roll" if use_cache and cfg.attention == "relative" else "restart"
+    if window not in ("roll", "restart") or (window == "roll" and (not use_cache or cfg.attention != "relative")):
+        raise ValueError(f"window {window!r} needs the cache and relative attention" if window == "roll"
+                         else f"window must be auto, roll or restart, not {window!r}")
     ws = max(0, seq.shape[1] - cfg.max_len)  # start of the model's context window
     caches = None
     step_input = None
     for _ in range(max_new):
         if seq.shape[1] - ws >= cfg.max_len:
-            ws = seq.shape[1] - cfg.max_len // 2
-            caches = None
+            if window == "roll" and caches is not None:
+                drop = max(1, cfg.max_len // 8)
+                for c in caches:
+                    c.drop_oldest(drop)
+                ws += drop
+            else:
+                ws = seq.shape[1] - cfg.max_len // 2
+                caches = None
         if use_cache:
             if caches is None:
                 caches = model.new_caches(B)
