@@ -52,3 +52,21 @@ def chorale_dataset(sample_midis, tmp_path_factory) -> Path:
                                                              max_events=512))
     assert (out / "performance" / "train.tfrecord").is_file()
     return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(chorale_dataset, tmp_path_factory) -> Path:
+    """A tiny model trained for a few steps on the sample chorales (real make-dataset + train stages)."""
+    import torch
+
+    from ambientgen.stages.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("gen-model")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(chorale_dataset, out, TrainOptions(config="tiny", steps=6, seq_len=64, batch_size=4, eval_windows=4,
+                                                 eval_every=6, checkpoint_every=6, primer_seconds=3.0))
+    finally:
+        torch.set_num_threads(n)
+    return out

@@ -12,18 +12,8 @@ import pytest
 from ambientgen.cli import main as cli
 from ambientgen.music import performance as perf
 from ambientgen.stages.generate import GenerationRequest, close_open_notes, generate, seconds_of
-from ambientgen.stages.train import TrainOptions, train
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-@pytest.fixture(scope="module")
-def model_dir(chorale_dataset, tmp_path_factory) -> Path:
-    """A tiny model trained for a few steps on the sample chorales (real make-dataset + train stages)."""
-    out = tmp_path_factory.mktemp("gen-model")
-    train(chorale_dataset, out, TrainOptions(config="tiny", steps=6, seq_len=64, batch_size=4, eval_windows=4,
-                                             eval_every=6, checkpoint_every=6, primer_seconds=3.0))
-    return out
 
 
 def notes_of(path: Path):

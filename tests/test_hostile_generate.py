@@ -40,14 +40,6 @@ BAD_REQUESTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def model_dir(chorale_dataset, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("hostile-model")
-    train(chorale_dataset, out, TrainOptions(config="tiny", steps=4, seq_len=64, batch_size=4, eval_windows=4,
-                                             eval_every=4, checkpoint_every=4, primer_seconds=3.0))
-    return out
-
-
 def test_each_bad_request_is_named_and_the_others_still_run(model_dir, tmp_path, caplog):
     cfg = tmp_path / "cfg"
     cfg.mkdir()
