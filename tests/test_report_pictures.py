@@ -69,7 +69,7 @@ def test_pianoroll_bad_input(tmp_path):
     bad.write_bytes(b"\x00" * 10)
     with pytest.raises(StageError) as err:
         save_pianoroll(bad, tmp_path / "bad.png")
-    assert err.value.path == str(bad) and "not a readable MIDI" in err.value.cause
+    assert err.value.path == str(bad) and "not a usable MIDI" in err.value.cause
     assert not (tmp_path / "bad.png").exists()
     with pytest.raises(TypeError):
         save_pianoroll(42, tmp_path / "x.png")

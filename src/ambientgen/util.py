@@ -125,6 +125,12 @@ def require_binary(name: str) -> str:
     return path
 
 
+# The one table of file kinds. Audio: what ffmpeg decodes for normalize and mp3-to-wav; of those, what the
+# transcriber reads itself (libsndfile); MIDI: music.midi_io.MIDI_SUFFIXES.
+AUDIO_SUFFIXES = frozenset({".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".wma"})
+SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"})
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer above zero (a sample rate of 0 is an error, not a default)."""
     import argparse

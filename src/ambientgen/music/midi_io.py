@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
+MIDI_SUFFIXES = frozenset({".mid", ".midi", ".kar", ".smf"})
 # pretty_midi allocates one float64 per tick (tick -> seconds table) and refuses more than its MAX_TICK
 # (1e7: only 6.3 h at 220 ticks per quarter and 120 bpm, 8 min at music21's 10080). A file past
 # TABLE_TICKS (a 32 MiB table) is parsed at fewer ticks per quarter note (rescale_ticks), never past MAX_TICKS.
@@ -339,6 +339,13 @@ def load_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS, allo
     ns = midi_bytes_to_note_sequence(data, path, limits, allow_empty)
     ns.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # proto strings are UTF-8
     return ns
+
+
+def load_pretty_midi(path: str | os.PathLike, limits: MidiLimits = DEFAULT_LIMITS, allow_empty: bool = False):
+    """The file as a pretty_midi.PrettyMIDI (what rendering and piano rolls draw from), read by load_midi."""
+    import note_seq
+
+    return note_seq.midi_io.note_sequence_to_pretty_midi(load_midi(path, limits, allow_empty))
 
 
 def is_midi_path(path: str | os.PathLike) -> bool:

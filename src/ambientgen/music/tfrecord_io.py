@@ -257,3 +257,25 @@ def read_note_sequences(path: str | os.PathLike) -> Iterator[NoteSequence]:
             yield music_pb2.NoteSequence.FromString(rec)
         except Exception as exc:
             raise StageError(path, f"record {i} is not a NoteSequence: {exc}") from exc
+
+
+# ---- a data set folder (make-dataset's output) ----
+
+def find_split(data_dir: Path, split: str) -> list[Path]:
+    """TFRecord files of one split: DATA_DIR/performance/<split>*.tfrecord, else DATA_DIR/<split>*.tfrecord."""
+    root = data_dir / "performance" if (data_dir / "performance").is_dir() else data_dir
+    return sorted(p for p in root.glob(f"{split}*.tfrecord*") if p.is_file() and not p.name.startswith("."))
+
+
+def load_split(data_dir: Path, split: str) -> list[np.ndarray]:
+    """Every piece of a split as an int64 array (pieces shorter than 2 tokens are dropped)."""
+    pieces = []
+    for path in find_split(data_dir, split):
+        try:
+            for arr in read_targets(path):
+                arr = np.asarray(arr, dtype=np.int64)
+                if arr.size >= 2:
+                    pieces.append(arr)
+        except Exception as exc:  # a corrupt record file names itself
+            raise StageError(path, f"cannot read TFRecord: {exc}") from exc
+    return pieces

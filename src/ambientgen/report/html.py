@@ -23,7 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import __version__
-from ..util import StageError, atomic_path, progress
+from ..music.midi_io import MIDI_SUFFIXES
+from ..util import AUDIO_SUFFIXES, StageError, atomic_path, progress
 
 HELP = "write one static HTML page for a run: inputs, piano rolls, data set, training curves, audio players"
 EXAMPLES = """
@@ -32,8 +33,6 @@ EXAMPLES = """
 """
 REPOS = ("audio-unprocessed", "audio-processed", "audio-processed-wav", "midi", "transformer-preprocess",
          "music-transformer", "generation-config", "music-transformer-generate", "ambient-render")
-AUDIO_SUFFIXES = {".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".wma"}
-MIDI_SUFFIXES = {".mid", ".midi"}
 log = logging.getLogger(__name__)
 
 CSS = """
@@ -376,7 +375,7 @@ QUALITY_ROWS = (
 
 def section_quality(report: Report) -> str:
     """Generated music measured against the transcriptions it learned from (ambientgen evaluate-generation)."""
-    from ..stages.evaluate_generation import evaluate_generation
+    from ..music.quality import evaluate_generation
 
     gen, ref = report.repo("music-transformer-generate"), report.repo("midi")
     if gen is None or ref is None:

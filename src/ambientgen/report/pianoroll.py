@@ -35,10 +35,10 @@ def note_name(pitch: int) -> str:
 def extract_notes(source: Any) -> tuple[list[Note], str]:
     """Notes and a default title from a MIDI path, a pretty_midi.PrettyMIDI or a note_seq NoteSequence."""
     if isinstance(source, str | os.PathLike):
-        from ..stages.render import read_midi
+        from ..music.midi_io import load_midi
 
-        source_path = Path(source)
-        return extract_notes(read_midi(source_path))[0], source_path.name
+        source_path = Path(source)  # the one MIDI reader, with its limits
+        return extract_notes(load_midi(source_path, allow_empty=True))[0], source_path.name
     if hasattr(source, "instruments"):  # pretty_midi.PrettyMIDI
         notes = [Note(n.start, n.end, n.pitch, n.velocity, i, inst.is_drum)
                  for i, inst in enumerate(source.instruments) for n in inst.notes]

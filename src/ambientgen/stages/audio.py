@@ -25,14 +25,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..util import StageError, atomic_path, iter_files, positive_int, progress, require_binary
+from ..util import AUDIO_SUFFIXES, StageError, atomic_path, iter_files, positive_int, progress, require_binary
 
 HELP = "decode audio files to mono 16 kHz WAV (ffmpeg via pydub)"
 EXAMPLES = """
   ambientgen mp3-to-wav /pfs/audio-processed /pfs/out
   ambientgen mp3-to-wav music/ wav/ --keep-rate
 """
-AUDIO_SUFFIXES = {".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".wma"}
 DEFAULT_SAMPLE_RATE = 16000
 # ffprobe's format names for each suffix (the container a correctly named file has).
 EXPECTED_FORMATS = {

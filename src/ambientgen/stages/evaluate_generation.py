@@ -10,13 +10,11 @@ JSON says how long) is left out: only what the model wrote is measured.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from ..util import StageError, iter_files, write_json
+from ..music.quality import evaluate_generation, load_pieces  # noqa: F401  (load_pieces: for the benches)
+from ..util import write_json
 
 HELP = "measure generated MIDI against a reference set (polyphony, durations, histograms, stuck notes, copying)"
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else HELP
@@ -29,93 +27,6 @@ log = logging.getLogger(__name__)
 SET_COLUMNS = ("pieces", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "pitch_low", "pitch_high",
                "pitch_class_overlap", "interval_overlap", "pitch_class_overlap_set", "interval_overlap_set",
                "stuck_rate", "longest_copy", "copied_windows")
-
-
-def _midi_files(root: Path) -> list[Path]:
-    from ..music.midi_io import is_midi_path
-
-    if not root.exists():
-        raise StageError(root, "does not exist")
-    return [p for p in iter_files(root) if is_midi_path(p)]
-
-
-def _primer_seconds(mid: Path) -> float:
-    """Seconds at the start of a generated file that are its primer (from the sidecar), else 0."""
-    side = mid.with_suffix(".json")
-    try:
-        meta = json.loads(side.read_text())
-        if meta.get("primer") and meta.get("request", {}).get("include_primer", True):
-            return float(meta["primer"].get("seconds") or 0.0)
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
-    return 0.0
-
-
-def load_pieces(root: Path, skip_primer: bool = False) -> list[tuple[Path, object]]:
-    """(path, NoteSequence) of every readable MIDI file under root; unreadable ones are logged and skipped."""
-    from ..music.midi_io import load_midi
-
-    out = []
-    for p in _midi_files(root):
-        try:
-            ns = load_midi(p)
-        except StageError as exc:
-            log.error("%s", exc)
-            continue
-        if skip_primer:
-            cut = _primer_seconds(p)
-            if cut > 0:
-                import note_seq
-
-                ns = note_seq.sequences_lib.extract_subsequence(ns, cut, max(ns.total_time, cut))
-        out.append((p, ns))
-    return out
-
-
-def training_events(reference: list[tuple[Path, object]], dataset_dir: Path | None) -> list[np.ndarray]:
-    """Event sequences the copying measure searches: the data set's train split, else the reference encoded."""
-    from ..music import performance as perf
-
-    if dataset_dir is not None:
-        from .train import load_split
-
-        pieces = load_split(dataset_dir, "train")
-        if not pieces:
-            raise StageError(dataset_dir, "no train split to search for copies")
-        return [p[(p != perf.EOS_ID) & (p != perf.PAD_ID)] for p in pieces]
-    return [np.asarray(perf.encode(ns), dtype=np.int64) for _, ns in reference]
-
-
-def evaluate_generation(gen_dir: str | Path, reference_dir: str | Path,
-                        dataset_dir: str | Path | None = None) -> dict:
-    """The measures of every generated piece and of the set, beside the reference set's own."""
-    from ..music import performance as perf
-    from ..music.quality import Notes, make_reference, pooled_overlaps, score_piece, set_summary
-
-    gen_dir, reference_dir = Path(gen_dir), Path(reference_dir)
-    ref_pieces = load_pieces(reference_dir)
-    if not ref_pieces:
-        raise StageError(reference_dir, "no readable reference MIDI files")
-    gen = load_pieces(gen_dir, skip_primer=True)
-    if not gen:
-        raise StageError(gen_dir, "no readable generated MIDI files")
-    ref_notes = [Notes.of(ns) for _, ns in ref_pieces]
-    ref = make_reference(ref_notes, training_events(ref_pieces, Path(dataset_dir) if dataset_dir else None))
-    rows, notes = [], []
-    for path, ns in gen:
-        n = Notes.of(ns)
-        events = np.asarray(perf.encode(ns), dtype=np.int64)
-        row = {"file": path.relative_to(gen_dir).as_posix(), **score_piece(n, events, ref)}
-        rows.append(row)
-        notes.append(n)
-    generated = set_summary(notes, [{k: v for k, v in r.items() if k != "file"} for r in rows])
-    generated.update(pooled_overlaps(notes, ref))
-    reference = dict(ref.summary)
-    reference["interval_overlap_halves"] = round(ref.self_interval_overlap, 4)
-    return {"generated": generated, "reference": reference, "pieces": rows,
-            "stuck_threshold_s": round(2 * ref.dur_p99, 3),
-            "reference_dir": str(reference_dir), "generated_dir": str(gen_dir),
-            "copy_source": str(dataset_dir) if dataset_dir else "reference MIDI"}
 
 
 def format_table(res: dict) -> str:

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..pfs import ascii_fold, has_folded_shape, short_hash
-from ..util import StageError, atomic_path, iter_files, progress
+from ..util import AUDIO_SUFFIXES, StageError, atomic_path, iter_files, progress
 
 HELP = "copy audio files to safe, collision-free names"
 EXAMPLES = """
   ambientgen normalize /pfs/audio-unprocessed /pfs/out
   ambientgen normalize ~/Music/sleep normalized/ --dry-run
 """
-AUDIO_SUFFIXES = {".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".aif", ".aiff", ".wma"}
 MAX_STEM = 100
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -36,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..music.midi_io import MidiLimits
+from ..music.midi_io import MIDI_SUFFIXES, MidiLimits, load_pretty_midi
 from ..util import StageError, atomic_path, find_soundfont, iter_files, progress, require_binary, write_json
 
 if sys.version_info >= (3, 11):
@@ -50,7 +50,6 @@ EXAMPLES = """
   ambientgen render generated/ audio/ --preset pad --loop-minutes 30
   ambientgen render generated/ audio/ --presets my_presets.toml --preset dreamy --loudness -24 --formats mp3
 """
-MIDI_SUFFIXES = {".mid", ".midi"}
 # The longest piece rendered (three hours, the longest generate writes); longer listening comes from --loop-minutes.
 RENDER_LIMITS = MidiLimits(max_bytes=16 * 2**20, max_notes=200_000, max_seconds=3 * 3600.0)
 DEFAULT_SAMPLE_RATE = 44100
@@ -204,11 +203,7 @@ class Events:
 def read_midi(path: str | Path):
     """pretty_midi.PrettyMIDI for path, read through the one MIDI reader with its limits (StageError naming the
     file when it is unreadable, or longer than RENDER_LIMITS allow: a 43-byte file can hold a 14-hour note)."""
-    import note_seq
-
-    from ..music.midi_io import load_midi
-
-    return note_seq.midi_io.note_sequence_to_pretty_midi(load_midi(path, RENDER_LIMITS, allow_empty=True))
+    return load_pretty_midi(path, RENDER_LIMITS, allow_empty=True)
 
 
 def midi_events(pm, preset: Preset, sample_rate: int) -> Events:

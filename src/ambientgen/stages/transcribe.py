@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..util import StageError, iter_files, progress, write_json
+from ..util import SOUNDFILE_SUFFIXES, StageError, iter_files, progress, write_json
 
 HELP = "transcribe audio (WAV, FLAC, OGG, MP3) to MIDI + JSON sidecar (basic-pitch ONNX by default)"
 EXAMPLES = """
@@ -28,7 +28,6 @@ EXAMPLES = """
   ambientgen transcribe wav/ midi/ --onset-threshold 0.6 --min-note-ms 80
   ambientgen transcribe wav/ midi/ --backend onsets-frames --checkpoint model/onsets_frames.safetensors
 """
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
 BACKENDS = ("basic-pitch", "onsets-frames")
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
     audio = []
     for path in files:
         rel = path.relative_to(base).as_posix()
-        if path.suffix.lower() in AUDIO_SUFFIXES:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
             audio.append((path, rel))
         else:
             log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
