@@ -97,7 +97,8 @@ def test_resume_after_a_signal_gives_bitwise_the_same_weights(chorale_dataset, t
 @pytest.mark.slow
 def test_kill_9_loses_only_the_steps_since_the_last_checkpoint(chorale_dataset, tmp_path):
     env = {**os.environ, "AMBIENTGEN_NO_PROGRESS": "1"}
-    args = [sys.executable, "-m", "ambientgen", "train", str(chorale_dataset), "--config", "tiny", "--seq-len", "48",
+    args = [sys.executable, "-m", "ambientgen", "train", str(chorale_dataset), "--init", "scratch", "--config", "tiny",
+            "--seq-len", "48",
             "--batch-size", "2", "--steps", "400", "--checkpoint-every", "2", "--eval-every", "1000", "--threads", "1"]
     out = tmp_path / "killed"
     proc = subprocess.Popen([*args, str(out)], env=env, stderr=subprocess.DEVNULL)
@@ -170,7 +171,8 @@ def test_errors_name_the_problem(chorale_dataset, tmp_path):
 def test_cli_train_minutes_budget(chorale_dataset, tmp_path):
     from ambientgen.cli import main
 
-    rc = main(["train", str(chorale_dataset), str(tmp_path / "m"), "--config", "tiny", "--seq-len", "32", "--batch-size",
+    rc = main(["train", str(chorale_dataset), str(tmp_path / "m"), "--init", "scratch", "--config", "tiny",
+               "--seq-len", "32", "--batch-size",
                "2", "--steps", "100000", "--minutes", "0.05", "--attention", "vanilla"])
     assert rc == 0
     meta = json.loads((tmp_path / "m" / "config.json").read_text())

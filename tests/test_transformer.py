@@ -238,7 +238,7 @@ def test_model_dir_roundtrip_and_clear_errors(tmp_path):
         load_model_dir(tmp_path / "m")
     save_model_dir(m, tmp_path / "n")
     (tmp_path / "n" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(StageError, match="model.safetensors: cannot read weights"):
+    with pytest.raises(StageError, match="model.safetensors: not a safetensors file"):
         load_model_dir(tmp_path / "n")
 
 
