@@ -35,13 +35,14 @@ def main() -> None:
     from ambientgen.music.quality import (
         Notes,
         TrainingIndex,
+        load_pieces,
         make_reference,
         pooled_overlaps,
         score_piece,
         set_summary,
     )
     from ambientgen.stages.dataset import augment_arrays, performance_notes, split_of
-    from ambientgen.stages.evaluate_generation import format_table, load_pieces
+    from ambientgen.stages.evaluate_generation import format_table
     from ambientgen.stages.generate import GenerationRequest, generate
     from ambientgen.stages.train_base import BASE_TRANSPOSE
 

@@ -40,10 +40,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_kill_9_of_the_runner_ends_its_datum(tmp_path):
+def _store_with_one_input(tmp_path) -> Store:
     store = Store(tmp_path / "store")
     (tmp_path / "a.txt").write_text("x")
     store.put_files("in", [tmp_path / "a.txt"])
+    return store
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def test_kill_9_of_the_runner_ends_its_datum(tmp_path):
+    store = _store_with_one_input(tmp_path)
     pidfile = tmp_path / "child.pid"
     specs = tmp_path / "specs"
     write_spec(specs, "slow", pfs("in"), [sys.executable, "-c",
@@ -57,16 +69,11 @@ def test_kill_9_of_the_runner_ends_its_datum(tmp_path):
     assert _alive(child)
     runner.send_signal(signal.SIGKILL)
     runner.wait()
-    deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(child), "the datum's process outlived the runner"
+    assert _gone_within(child, 10), "the datum's process outlived the runner"
 
 
 def test_a_timed_out_datum_takes_its_children_with_it(tmp_path):
-    store = Store(tmp_path / "store")
-    (tmp_path / "a.txt").write_text("x")
-    store.put_files("in", [tmp_path / "a.txt"])
+    store = _store_with_one_input(tmp_path)
     pidfile = tmp_path / "grandchild.pid"
     specs = tmp_path / "specs"
     # the shell starts a background sleeper (a grandchild of the runner), then waits past the datum timeout
@@ -75,7 +82,4 @@ def test_a_timed_out_datum_takes_its_children_with_it(tmp_path):
     (job,) = run_pipelines(store, specs)
     assert job.state == "JOB_FAILURE" and "timed out" in job.datums[0].error
     grandchild = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(grandchild)
+    assert _gone_within(grandchild, 5)

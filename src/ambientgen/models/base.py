@@ -79,7 +79,9 @@ def check_model_dir(model_dir: str | Path):
         raise StageError(cfg_path, f"model of about {est / 1e6:.0f}M parameters is larger than the "
                          f"{MAX_PARAMS / 1e6:.0f}M this program loads")
     header = read_safetensors_header(weights_path)
-    with _meta_device():
+    import torch
+
+    with torch.device("meta"):  # shapes without memory
         expected = {k: tuple(v.shape) for k, v in MusicTransformer(cfg).state_dict().items()}
     if cfg.tie_embeddings:
         expected.pop("head.weight", None)
@@ -93,20 +95,6 @@ def check_model_dir(model_dir: str | Path):
                  f"unexpected {', '.join(unexpected[:4])}" if unexpected else ""]
         raise StageError(weights_path, "weights do not match config.json: " + "; ".join(p for p in parts if p))
     return cfg, meta
-
-
-class _meta_device:
-    """Build modules on the meta device: shapes without memory."""
-
-    def __enter__(self):
-        import torch
-
-        self._ctx = torch.device("meta")
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
 
 
 def resolve_init(init: str, vocab_size: int, pad_id: int, eos_id: int) -> Path | None:

@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ..music.quality import evaluate_generation, load_pieces  # noqa: F401  (load_pieces: for the benches)
+from ..music.quality import evaluate_generation
 from ..util import write_json
 
 HELP = "measure generated MIDI against a reference set (polyphony, durations, histograms, stuck notes, copying)"
