@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +183,6 @@ class Reference:
     summary: dict
     index: TrainingIndex | None = None
     self_interval_overlap: float = float("nan")
-    extra: dict = field(default_factory=dict)
 
 
 def describe(n: Notes, seconds: float | None = None) -> dict:
