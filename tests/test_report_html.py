@@ -118,7 +118,7 @@ def test_report_page_structure(run_dir, tmp_path):
     q = evaluate_generation(run_dir / "music-transformer-generate", run_dir / "midi")
     for key in ("polyphony", "duration_p90", "notes_per_s"):
         assert f"<td>{fmt(q['generated'][key])}" in page and f"<td>{fmt(q['reference'][key])}" in page, key
-    assert f"<td>{fmt(q['generated']['stuck_rate'])}</td>" in page
+    assert f"<td>{fmt(q['generated']['stuck_rate'])}</td><td></td>" in page  # no reference figure: an empty cell
     assert "<td>JOB_FAILURE</td>" in page and "<td>3 items</td>" in page  # job records as a table
     assert "<th>fresh</th><td>false</td>" in page  # JSON values as JSON spells them
     assert "night.toml" in page and 'note = &quot;&lt;script&gt;bad' in page  # the generation requests

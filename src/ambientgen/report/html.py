@@ -389,8 +389,8 @@ def section_quality(report: Report) -> str:
     except StageError as exc:
         return f'<p class="missing">{esc(exc)}</p>'
     g, r = res["generated"], res["reference"]
-    rows = "".join(f"<tr><td>{esc(label)}</td><td>{fmt(g.get(k))}{unit}</td><td>{fmt(r.get(k))}"
-                   f"{unit if r.get(k) is not None else ''}</td></tr>" for k, label, unit in QUALITY_ROWS
+    rows = "".join(f"<tr><td>{esc(label)}</td><td>{fmt(g.get(k))}{unit}</td><td>"
+                   f"{'' if r.get(k) is None else fmt(r.get(k)) + unit}</td></tr>" for k, label, unit in QUALITY_ROWS
                    if g.get(k) is not None)
     rows += (f"<tr><td>melodic-interval overlap between two halves of the transcriptions</td><td></td>"
              f"<td>{fmt(r.get('interval_overlap_halves'))}</td></tr>")
