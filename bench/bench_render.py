@@ -93,15 +93,10 @@ def main() -> None:
     args = ap.parse_args()
     os.sched_setaffinity(0, {args.core})
 
-    from ambientgen.stages.render import (
-        LoudnessMeter,
-        RenderOptions,
-        load_presets,
-        midi_events,
-        read_midi,
-        render_file,
-        synthesize,
-    )
+    from ambientgen.music.loudness import LoudnessMeter
+    from ambientgen.music.presets import load_presets
+    from ambientgen.music.synth import midi_events, synthesize
+    from ambientgen.stages.render import RenderOptions, read_midi, render_file
     from ambientgen.util import find_soundfont
 
     sf2 = find_soundfont()

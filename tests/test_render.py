@@ -14,16 +14,11 @@ import pytest
 import soundfile
 
 from ambientgen.cli import main as cli_main
-from ambientgen.stages.render import (
-    LoudnessMeter,
-    RenderOptions,
-    arrange,
-    load_presets,
-    midi_events,
-    read_midi,
-    render,
-    render_file,
-)
+from ambientgen.music.loudness import LoudnessMeter
+from ambientgen.music.mixdown import arrange
+from ambientgen.music.presets import load_presets
+from ambientgen.music.synth import midi_events
+from ambientgen.stages.render import RenderOptions, read_midi, render, render_file
 from ambientgen.util import StageError
 
 
