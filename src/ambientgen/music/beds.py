@@ -116,7 +116,7 @@ class _Filtered:
     def next(self, n: int) -> np.ndarray:
         from scipy.signal import lfilter
 
-        white = self.rng.standard_normal((self.channels, n))
+        white = self.rng.standard_normal((n, self.channels)).T  # sample-major: the same stream for any block size
         out, self.zi = lfilter(self.b, self.a, white, axis=1, zi=self.zi)
         return out.T
 
@@ -148,7 +148,8 @@ class Rain:
         self.rate = sample_rate
         b, a = butter(2, [400 / (sample_rate / 2), min(0.95, 8000 / (sample_rate / 2))], btype="band")
         self.hiss = _Filtered(b, a, seed, sample_rate)
-        self.drops_rng = np.random.Generator(np.random.PCG64(seed + 7919))
+        self.when = np.random.Generator(np.random.PCG64(seed + 7919))
+        self.size = np.random.Generator(np.random.PCG64(seed + 7927))
         self.drop_rate = 30.0 + 400.0 * intensity  # drops per second per channel
         self.decay = math.exp(-1.0 / (0.006 * sample_rate))  # 6 ms drops
         self.env_zi = np.zeros((2, 1))
@@ -158,7 +159,7 @@ class Rain:
 
         hiss = self.hiss.next(n).T
         p = self.drop_rate / self.rate
-        hits = (self.drops_rng.random((2, n)) < p) * self.drops_rng.uniform(0.3, 3.0, (2, n))
+        hits = ((self.when.random((n, 2)) < p) * self.size.uniform(0.3, 3.0, (n, 2))).T
         env, self.env_zi = lfilter([1.0], [1.0, -self.decay], hits, axis=1, zi=self.env_zi)
         return (hiss * (0.35 + env)).T
 
