@@ -48,7 +48,7 @@ def chorale(tmp_path_factory, sample_midis) -> Path:
 
 def render(midi: Path, out: Path, **kw) -> tuple[np.ndarray, dict]:
     opts = RenderOptions(sample_rate=SR, formats=("wav",), pianoroll=False, **kw)
-    info = render_file(midi, out, opts)
+    assert render_file(midi, out, opts) is not None
     audio, sr = soundfile.read(str(out.with_suffix(".wav")), dtype="float64")
     assert sr == SR
     return audio, json.loads(out.with_suffix(".json").read_text())

@@ -242,3 +242,25 @@ def test_file_names_that_are_not_utf8(tmp_path, sample_midis):
     (ns,) = read_note_sequences(tmp_path / "out" / "notesequences" / "train.tfrecord")
     assert ns.filename.startswith("caf")
     json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
+def test_liked_pieces_always_train_and_count_their_weight(tmp_path, sample_midis):
+    """A liked piece (liked_* once normalized, or under liked/) is never held out, and its windows are written
+    --liked-weight times; the listener's own music is untouched by the weight."""
+    d = tmp_path / "in"
+    (d / "liked").mkdir(parents=True)
+    shutil.copy(sample_midis[0], d / name_in("train", "mine"))
+    shutil.copy(sample_midis[1], d / name_in("eval", "liked_x"))  # the hash alone would hold it out
+    shutil.copy(sample_midis[2], d / "liked" / "y.mid")
+    opts = {"augment": False, "max_events": 256}
+    once = make_dataset(d, tmp_path / "w1", DatasetOptions(**opts))
+    thrice = make_dataset(d, tmp_path / "w3", DatasetOptions(**opts, liked_weight=3))
+    files1 = {f["file"]: f for f in once["files"]}
+    files3 = {f["file"]: f for f in thrice["files"]}
+    for name, f in files3.items():
+        liked = name.startswith(("liked_", "liked/"))
+        assert f["split"] == "train" or not liked, name
+        assert f["records"] == files1[name]["records"] * (3 if liked else 1), name
+        assert f["weight"] == (3 if liked else 1)
+    assert len(list(read_targets(tmp_path / "w3" / "performance" / "train.tfrecord"))) == sum(
+        f["records"] for f in files3.values() if f["split"] == "train")

@@ -33,10 +33,10 @@ def test_demo_runs_every_pipeline_end_to_end_then_nothing_reruns(tmp_path, monke
     assert len(midi) == 2 and all(json.loads(m.with_suffix(".json").read_text())["notes"] > 0 for m in midi)
     assert (run_dir / "transformer-preprocess" / "performance" / "train.tfrecord").stat().st_size > 0
     assert (run_dir / "music-transformer" / "model.safetensors").is_file()
-    generated = sorted((run_dir / "music-transformer-generate").glob("short-*.mid"))
+    generated = sorted((run_dir / "music-transformer-generate").glob("short-*/short-*.mid"))
     assert generated
     for kind in ("wav", "mp3", "png"):
-        assert sorted((run_dir / "ambient-render").glob(f"short-*.{kind}")), kind
+        assert sorted((run_dir / "ambient-render").glob(f"short-*/short-*.{kind}")), kind
     chain = {p["repo"] for p in store.inspect_commit("ambient-render")["full_provenance"]}
     assert {"audio-unprocessed", "generation-config", "music-transformer"} <= chain
     report = run_dir / "report.html"

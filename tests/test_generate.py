@@ -36,19 +36,21 @@ def test_config_dir_requests_json_and_toml_with_bad_ones_reported(model_dir, tmp
     rc = cli(["generate", str(model_dir), str(out), "--config-dir", str(cfg)])
     assert rc == 1  # some requests were bad ...
     # ... and the good ones were still written
-    assert sorted(p.name for p in out.iterdir()) == ["calm-0.json", "calm-0.mid", "calm-1.json", "calm-1.mid",
-                                                     "short-0.json", "short-0.mid"]
+    # one folder per piece: the render pipeline's /* glob gives each piece with its sidecar as one datum
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "calm-0/calm-0.json", "calm-0/calm-0.mid", "calm-1/calm-1.json", "calm-1/calm-1.mid",
+        "short-0/short-0.json", "short-0/short-0.mid"]
     for name, msg in [("cold.json", "temperature must be > 0"), ("wide.toml", "top_p must be in (0, 1]"),
                       ("typo.json", "unknown key(s) temprature"), ("neg.json", "seconds must be between 0 and 10800"),
                       ("broken.toml", "not valid TOML")]:
         assert f"{cfg / name}: {msg}" in caplog.text
-    side = json.loads((out / "calm-1.json").read_text())
+    side = json.loads((out / "calm-1" / "calm-1.json").read_text())
     assert side["request"]["temperature"] == 0.9 and side["request"]["top_p"] == 0.95 and side["sample"] == 1
     assert side["config_file"] == str(cfg / "calm.json") and side["kv_cache"] is True
     assert side["model"]["step"] == 6
-    short = json.loads((out / "short-0.json").read_text())
+    short = json.loads((out / "short-0" / "short-0.json").read_text())
     assert short["tokens"]["generated"] <= 40
-    assert {n.program for n in notes_of(out / "short-0.mid").notes} <= {89}
+    assert {n.program for n in notes_of(out / "short-0" / "short-0.mid").notes} <= {89}
 
 
 def test_seconds_length_and_seeded_reproducibility(model_dir, tmp_path):
@@ -56,27 +58,27 @@ def test_seconds_length_and_seeded_reproducibility(model_dir, tmp_path):
     generate(model_dir, tmp_path / "o1", defaults=req)
     generate(model_dir, tmp_path / "o2", defaults=req)
     for k in (0, 1):
-        a, b = (tmp_path / "o1" / f"a-{k}.mid").read_bytes(), (tmp_path / "o2" / f"a-{k}.mid").read_bytes()
+        a, b = (tmp_path / "o1" / f"a-{k}" / f"a-{k}.mid").read_bytes(), (tmp_path / "o2" / f"a-{k}" / f"a-{k}.mid").read_bytes()
         assert a == b
-        side = json.loads((tmp_path / "o1" / f"a-{k}.json").read_text())
+        side = json.loads((tmp_path / "o1" / f"a-{k}" / f"a-{k}.json").read_text())
         # the continuation stops at the first time shift reaching 4 s (unless the model ended the piece)
         assert side["seconds"] <= 4.0 + 1.0 + 0.5
     other = generate(model_dir, tmp_path / "o3", defaults=GenerationRequest(name="a", seconds=4.0, seed=4))
-    assert other["written"][0].read_bytes() != (tmp_path / "o1" / "a-0.mid").read_bytes()
+    assert other["written"][0].read_bytes() != (tmp_path / "o1" / "a-0" / "a-0.mid").read_bytes()
 
 
 def test_cache_and_no_cache_write_the_same_music(model_dir, tmp_path):
     req = GenerationRequest(name="c", tokens=60, seed=9, temperature=1.1)
     generate(model_dir, tmp_path / "cache", defaults=req, use_cache=True)
     generate(model_dir, tmp_path / "nocache", defaults=req, use_cache=False)
-    assert (tmp_path / "cache" / "c-0.mid").read_bytes() == (tmp_path / "nocache" / "c-0.mid").read_bytes()
+    assert (tmp_path / "cache" / "c-0" / "c-0.mid").read_bytes() == (tmp_path / "nocache" / "c-0" / "c-0.mid").read_bytes()
 
 
 def test_primer_from_training_piece_and_from_midi(model_dir, sample_midis, tmp_path):
     primers = json.loads((model_dir / "primers.json").read_text())["primers"]
     name = primers[0]["name"]
     res = generate(model_dir, tmp_path / "p", defaults=GenerationRequest(name="p", primer_piece=name, tokens=30))
-    side = json.loads((tmp_path / "p" / "p-0.json").read_text())
+    side = json.loads((tmp_path / "p" / "p-0" / "p-0.json").read_text())
     assert side["primer"]["source"] == f"piece:{name}" and side["primer"]["tokens"] == len(primers[0]["tokens"])
     primer_ns = perf.decode(primers[0]["tokens"])
     out_ns = notes_of(res["written"][0])
@@ -87,7 +89,7 @@ def test_primer_from_training_piece_and_from_midi(model_dir, sample_midis, tmp_p
     # primer_piece is trimmed to primer_seconds
     res = generate(model_dir, tmp_path / "t", defaults=GenerationRequest(name="t", primer_piece=0, primer_seconds=1.0,
                                                                          tokens=10))
-    side = json.loads((tmp_path / "t" / "t-0.json").read_text())
+    side = json.loads((tmp_path / "t" / "t-0" / "t-0.json").read_text())
     assert 0 < side["primer"]["seconds"] <= 1.0 and side["primer"]["tokens"] < len(primers[0]["tokens"])
 
     mid_cfg = tmp_path / "cfgdir"
@@ -100,16 +102,16 @@ def test_primer_from_training_piece_and_from_midi(model_dir, sample_midis, tmp_p
     (mid_cfg / "else.json").write_text(json.dumps({**base, "primer_midi": "other.mid", "include_primer": False}))
     rc = cli(["generate", str(model_dir), str(tmp_path / "m"), "--config-dir", str(mid_cfg)])
     assert rc == 0
-    side = json.loads((tmp_path / "m" / "cont-0.json").read_text())
+    side = json.loads((tmp_path / "m" / "cont-0" / "cont-0.json").read_text())
     assert side["primer"]["source"] == "midi:theme.mid" and 0 < side["primer"]["seconds"] <= 2.0
     cut = side["primer"]["seconds"]
     # include_primer = false writes exactly the continuation: the primed piece's notes after the primer, shifted
-    whole = [(round(n.start_time - cut, 2), n.pitch) for n in notes_of(tmp_path / "m" / "with-0.mid").notes
+    whole = [(round(n.start_time - cut, 2), n.pitch) for n in notes_of(tmp_path / "m" / "with-0" / "with-0.mid").notes
              if n.start_time >= cut - 1e-6]
-    cont = [(round(n.start_time, 2), n.pitch) for n in notes_of(tmp_path / "m" / "cont-0.mid").notes]
-    assert sorted(cont) == sorted(whole) and len(cont) < len(notes_of(tmp_path / "m" / "with-0.mid").notes)
+    cont = [(round(n.start_time, 2), n.pitch) for n in notes_of(tmp_path / "m" / "cont-0" / "cont-0.mid").notes]
+    assert sorted(cont) == sorted(whole) and len(cont) < len(notes_of(tmp_path / "m" / "with-0" / "with-0.mid").notes)
     # the model is conditioned on the primer: the same seed after another primer gives other music
-    other = [(round(n.start_time, 2), n.pitch) for n in notes_of(tmp_path / "m" / "else-0.mid").notes]
+    other = [(round(n.start_time, 2), n.pitch) for n in notes_of(tmp_path / "m" / "else-0" / "else-0.mid").notes]
     assert other != cont
 
     (mid_cfg / "missing.json").write_text('{"primer_piece": "nope:9"}')

@@ -48,7 +48,7 @@ def test_each_bad_request_is_named_and_the_others_still_run(model_dir, tmp_path,
     (cfg / "fine.toml").write_text("tokens = 20\nseed = 3\n")
     out = tmp_path / "out"
     assert cli(["generate", str(model_dir), str(out), "--config-dir", str(cfg)]) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["fine-0.json", "fine-0.mid"]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["fine-0.json", "fine-0.mid"]
     for name, (_, msg) in BAD_REQUESTS.items():
         assert f"{cfg / name}: " in caplog.text and msg in caplog.text, name
     assert "Traceback" not in caplog.text
@@ -164,12 +164,12 @@ def test_primers_and_render_use_the_midi_limits(model_dir, tmp_path, caplog):
     out = tmp_path / "out"
     assert cli(["generate", str(model_dir), str(out), "--config-dir", str(cfg)]) == 1
     assert "more than the limit" in caplog.text and "notes" in caplog.text
-    assert sorted(p.name for p in out.iterdir()) == ["ok-0.json", "ok-0.mid"]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["ok-0.json", "ok-0.mid"]
     # render: the 14-hour note is refused before any audio is written; the good piece is rendered
     src = tmp_path / "render-in"
     src.mkdir()
     shutil.copy(cfg / "long.mid", src / "long.mid")
-    shutil.copy(out / "ok-0.mid", src / "ok-0.mid")
+    shutil.copy(out / "ok-0" / "ok-0.mid", src / "ok-0.mid")
     res = render(src, tmp_path / "rendered", RenderOptions(formats=("wav",), pianoroll=False, preset="original"))
     assert "long.mid" in res.failed and "h" in res.failed["long.mid"]
     assert set(res.rendered) == {"ok-0.mid"} or res.skipped.get("ok-0.mid") == "no notes"

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from conftest import PIPELINES_DIR, SCHEMA_PATH
 
+from ambientgen.chain import INPUT_REPOS, REPOS
 from ambientgen.cli import COMMANDS
 
-USER_INPUT_REPOS = {"audio-unprocessed", "generation-config"}
+USER_INPUT_REPOS = set(INPUT_REPOS)
 # the chain in DESIGN.md: pipeline -> (command, {input repo: glob})
 CHAIN = {
     "audio-processed": ("normalize", {"audio-unprocessed": "/*"}),
@@ -115,6 +116,15 @@ def test_dag_is_acyclic_and_every_input_exists():
                     ({p["repo"] for p in pfs_inputs(specs[n]["input"])} & (frontier | reached))}
         reached |= frontier
     assert reached == set(specs)
+
+
+def test_the_chain_module_names_every_repo_in_dependency_order():
+    """ambientgen.chain.REPOS (what the demo, compose and the report list) is the specs' repos in an order that
+    puts every repo after its inputs."""
+    specs = {load(p)["pipeline"]["name"]: {i["repo"] for i in pfs_inputs(load(p)["input"])} for p in SPEC_FILES}
+    assert set(REPOS) == set(specs) | set(INPUT_REPOS)
+    for name, inputs in specs.items():
+        assert all(REPOS.index(i) < REPOS.index(name) for i in inputs), name
 
 
 @pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.stem)

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlparse
 import pytest
 
 from ambientgen.cli import main as cli_main
-from ambientgen.report.html import build_report, fmt
+from ambientgen.report.html import build_report
+from ambientgen.report.page import number
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE = "Forêt <b>n°1<∕b> & \"rain\" 'x' %20 #1 ?"  # markup, quotes, percent, hash (no '/' in names)
@@ -106,19 +107,34 @@ def test_report_page_structure(run_dir, tmp_path):
     for tag, ref in parser.refs:
         assert not urlparse(ref).scheme and not ref.startswith("/"), ref
         assert (out.parent / unquote(ref)).is_file(), f"{tag} {ref} does not resolve"
-    for title in ("Inputs", "Transcriptions", "Data set", "Training", "Generated music", "Parameters"):
+    titles = ("Your new music", "How close to your music", "Your music", "Training", "Technical details")
+    for title in titles:
         assert f">{title}</h2>" in page
-    assert "warm-piano" in page and "temperature" in page and "splits.train.pieces" in page
-    # values, not just keys: the metrics' best eval NLL and last step, a generated piece's request
-    assert "<th>best_eval_nll</th><td>2.2</td>" in page and "<th>last_step</th><td>60</td>" in page
-    assert "temperature: 0.9" in page and "seed: 3" in page and "notes: 10" in page
-    # the quality table holds the very figures evaluate-generation gives for this run
+    assert [page.index(f">{t}</h2>") for t in titles] == sorted(page.index(f">{t}</h2>") for t in titles)
+    # a piece's facts in words with units; how to ask for more like it
+    assert "preset warm-piano" in page and "temperature 0.9" in page and "seed 3" in page and "10 notes" in page
+    assert "--more-like plain-0" in page and 'name = &quot;more-like-plain-0&quot;' in page
+    # training in a sentence, its figures folded away with the other technical details
+    assert "for 60 steps" in page and "a best of 2.200 nats per event" in page
+    assert "<th>best eval nll</th><td>2.2</td>" in page and "<th>last step</th><td>60</td>" in page
+    technical = page[page.index('<section id="technical">'):]
+    assert technical.count("<details>") >= 4 and "splits › train › pieces" in technical
+    # no raw dictionary keys outside the folded details
+    visible = page[:page.index('<section id="technical">')]
+    while "<details>" in visible:
+        a = visible.index("<details>")
+        visible = visible[:a] + visible[visible.index("</details>", a) + len("</details>"):]
+    for raw in ("eval_nll", "duration_p90", "first_tokens", "settings.", "top_p", "loudness_lufs", "splits"):
+        assert raw not in visible, raw
+    # the quality table holds the very figures evaluate-generation gives for this run, rounded for reading
     from ambientgen.stages.evaluate_generation import evaluate_generation
 
     q = evaluate_generation(run_dir / "music-transformer-generate", run_dir / "midi")
-    for key in ("polyphony", "duration_p90", "notes_per_s"):
-        assert f"<td>{fmt(q['generated'][key])}" in page and f"<td>{fmt(q['reference'][key])}" in page, key
-    assert f"<td>{fmt(q['generated']['stuck_rate'])}</td><td></td>" in page  # no reference figure: an empty cell
+    for key, unit in (("polyphony", ""), ("duration_p90", "s"), ("notes_per_s", "notes/s")):
+        assert f"<td class=num>{number(q['generated'][key], unit, 2)}</td><td class=num>" \
+               f"{number(q['reference'][key], unit, 2)}</td>" in page, key
+    stuck = number(q["generated"]["stuck_rate"] * 100, "%", 1)
+    assert f"<td class=num>{stuck}</td><td class=num></td>" in page  # no reference figure: an empty cell
     assert "<td>JOB_FAILURE</td>" in page and "<td>3 items</td>" in page  # job records as a table
     assert "<th>fresh</th><td>false</td>" in page  # JSON values as JSON spells them
     assert "night.toml" in page and 'note = &quot;&lt;script&gt;bad' in page  # the generation requests
@@ -242,8 +258,10 @@ CHECK_JS = """
   const auds = [...document.querySelectorAll('audio')];
   await Promise.all(imgs.map(i => wait(i, x => x.complete, ['load', 'error'])));
   await Promise.all(auds.map(a => wait(a, x => x.readyState >= 1 || x.error, ['loadedmetadata', 'error'])));
+  const root = document.documentElement;
   return {
     title: document.title,
+    width: {scroll: root.scrollWidth, client: root.clientWidth},
     images: imgs.map(i => ({src: i.getAttribute('src'), width: i.naturalWidth})),
     audio: auds.map(a => ({src: a.getAttribute('src'), ready: a.readyState, error: a.error && a.error.code,
                            duration: a.duration})),
@@ -252,8 +270,12 @@ CHECK_JS = """
 """
 
 
-def load_in_chromium(page: Path) -> tuple[dict, list[str]]:
-    """Open page in headless chromium; return the check script's result and the console/log errors."""
+LAPTOP = (1366, 768)  # the most common laptop screen
+
+
+def load_in_chromium(page: Path, screenshot: Path | None = None) -> tuple[dict, list[str]]:
+    """Open page in headless chromium at a laptop's width; return the check script's result and the console/log
+    errors (and save a screenshot of the whole page)."""
     with tempfile.TemporaryDirectory(prefix="ambientgen-chromium-") as profile:
         dt = DevTools(profile)
         try:
@@ -261,12 +283,20 @@ def load_in_chromium(page: Path) -> tuple[dict, list[str]]:
             session = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log"):
                 dt.send(f"{domain}.enable", session=session)
+            dt.send("Emulation.setDeviceMetricsOverride", {"width": LAPTOP[0], "height": LAPTOP[1],
+                                                            "deviceScaleFactor": 1, "mobile": False}, session=session)
             dt.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
             dt.wait_event("Page.loadEventFired", timeout=60)
             result = dt.send("Runtime.evaluate", {"expression": CHECK_JS, "awaitPromise": True,
                                                   "returnByValue": True}, session=session, timeout=60)
             if "exceptionDetails" in result:
                 raise AssertionError(f"check script failed: {result['exceptionDetails']}")
+            if screenshot is not None:
+                import base64
+
+                shot = dt.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                               session=session, timeout=60)
+                screenshot.write_bytes(base64.b64decode(shot["data"]))
             time.sleep(0.3)
             errors = []
             for ev in dt.events:
@@ -289,8 +319,13 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 @needs_chromium
 def test_report_loads_in_chromium(run_dir):
     page = build_report(run_dir, run_dir / "view" / "report.html")  # page one level below the repos
-    value, errors = load_in_chromium(page)
+    shot = run_dir / "view" / "screenshot.png"
+    value, errors = load_in_chromium(page, shot)
     assert errors == []
+    # at a laptop's width nothing sticks out sideways (wide tables scroll inside their own box)
+    width = value["width"]
+    assert width["scroll"] <= width["client"] and LAPTOP[0] - 20 <= width["client"] <= LAPTOP[0], width
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert value["title"].startswith("ambientgen run")
     assert len(value["images"]) == 6
     for img in value["images"]:
@@ -305,8 +340,10 @@ def test_chromium_check_catches_a_broken_page(tmp_path):
     """The browser check is not vacuous: a missing image and audio file are reported."""
     page = tmp_path / "broken.html"
     page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"><title>t</title></head><body>'
-                    '<img src="missing.png"><audio preload="metadata" src="missing.mp3"></audio></body></html>')
+                    '<img src="missing.png"><audio preload="metadata" src="missing.mp3"></audio>'
+                    '<table><tr><td style="min-width:3000px">too wide</td></tr></table></body></html>')
     value, errors = load_in_chromium(page)
+    assert value["width"]["scroll"] > value["width"]["client"]
     assert value["images"][0]["width"] == 0
     assert value["audio"][0]["error"] is not None
     assert any("missing.png" in e for e in errors)

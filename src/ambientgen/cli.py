@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "sample-data": "ambientgen.sampledata",
     "local": "ambientgen.local.cli",
     "demo": "ambientgen.demo",
+    "compose": "ambientgen.compose",
 }
 
 

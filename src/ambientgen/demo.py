@@ -12,14 +12,12 @@ A second run reuses everything that has not changed (incremental datums), so it 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 
-from .util import StageError, write_json
+from .compose import find_dir, run_chain
 
 HELP = "run the whole chain end to end on sample music and write an HTML report"
 EXAMPLES = """
@@ -29,21 +27,7 @@ EXAMPLES = """
 """
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# The order of the chain, for the export and the summary.
-REPOS = (
-    "audio-unprocessed", "audio-processed", "audio-processed-wav", "midi", "transformer-preprocess",
-    "music-transformer", "generation-config", "music-transformer-generate", "ambient-render",
-)
 HUMAN_NAMES = ("Chorale n°{i} – evening, Bach.mp3", "Choral {i} – Forêt live.mp3", "sleep chorale {i}.MP3")
-
-
-def find_dir(explicit: str | os.PathLike | None, name: str) -> Path:
-    """A project folder (pipelines/, data/...): explicit, the current directory's, or the source checkout's."""
-    for cand in (explicit, Path.cwd() / name, REPO_ROOT / name):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    raise StageError(name, "folder not found: run from the project checkout or pass its path")
 
 
 def sample_inputs(dest: Path, pieces: int, seconds: float) -> list[Path]:
@@ -69,60 +53,24 @@ def run_demo(run_dir: str | os.PathLike = "runs/demo", pieces: int = 6, seconds:
              train_minutes: float = 4.0, pipelines_dir: str | os.PathLike | None = None,
              config_dir: str | os.PathLike | None = None, fresh: bool = False) -> dict:
     """Run the chain; return a summary dict (also written to RUN_DIR/run.json)."""
-    from .local import Store, run_pipelines
-
     run_dir = Path(run_dir)
     if fresh and run_dir.exists():
         shutil.rmtree(run_dir)
     pipelines = find_dir(pipelines_dir, "pipelines")
     configs = Path(config_dir) if config_dir else find_dir(None, "data") / "generation-config"
-    started = time.monotonic()
-
-    print(f"[1/4] sample music: {pieces} chorales x {seconds:.0f} s rendered with FluidSynth -> MP3")
-    inputs = sample_inputs(run_dir / "input", pieces, seconds)
-
-    store = Store(run_dir / "store")
-    print(f"[2/4] putting {len(inputs)} MP3s and {len(list(configs.glob('*')))} generation request(s) into {store.root}")
-    for repo, paths in (("audio-unprocessed", inputs), ("generation-config", sorted(configs.glob("*.*")))):
-        current = store.walk(repo) if store.repo_exists(repo) and store.head(repo) else {}
-        wanted = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
-        if {k: v["hash"] for k, v in current.items()} != wanted:
-            store.put_files(repo, paths, message="demo input")
-
+    print(f"sample music: {pieces} chorales x {seconds:.0f} s rendered with FluidSynth -> MP3")
+    sample_inputs(run_dir / "input", pieces, seconds)
     # The specs are used as they are; only the training budget comes from the environment
     # (AMBIENTGEN_<COMMAND>_<OPTION>, read by every stage command).
-    os.environ.setdefault("AMBIENTGEN_TRAIN_MINUTES", str(train_minutes))
-    print(f"[3/4] running {pipelines}/*.json with the local runner (training budget {train_minutes:g} min)")
-    results = run_pipelines(store, pipelines)
-    failed = [r for r in results if not r.ok]
-
-    print(f"[4/4] exporting repos and writing the report into {run_dir}")
-    for repo in REPOS:
-        if store.repo_exists(repo) and store.head(repo):
-            target = run_dir / repo
-            shutil.rmtree(target, ignore_errors=True)
-            store.export(repo, target)
-    summary = {
-        "run_dir": str(run_dir), "pieces": pieces, "seconds": seconds, "train_minutes": train_minutes,
-        "pipelines": str(pipelines), "store": str(store.root),
-        "jobs": [r.to_json() for r in results], "elapsed_s": round(time.monotonic() - started, 1),
-    }
-    write_json(run_dir / "run.json", summary)
-    from .report.html import build_report
-
-    report = build_report(run_dir)
-    summary["report"] = str(report)
-    for r in results:
-        print("  " + r.summary())
+    summary = run_chain(run_dir, run_dir / "input", configs, pipelines,
+                        {"AMBIENTGEN_TRAIN_MINUTES": f"{train_minutes:g}"}, what="sample music",
+                        record={"pieces": pieces, "seconds": seconds, "train_minutes": train_minutes})
     print(f"\nresults in {run_dir}/:")
     for repo in ("midi", "music-transformer", "music-transformer-generate", "ambient-render"):
         if (run_dir / repo).is_dir():
             n = sum(1 for p in (run_dir / repo).rglob("*") if p.is_file())
             print(f"  {repo + '/':<30} {n} files")
-    print(f"report: {report}")
-    if failed:
-        raise StageError(None, "failed jobs: " + ", ".join(r.pipeline for r in failed)
-                         + f" (see `ambientgen local logs PIPELINE --store {store.root}`)")
+    print(f"report: {summary['report']}")
     return summary
 
 

@@ -579,13 +579,14 @@ class Store:
 
     # ------------------------------------------------------------------ put / delete
     def put_files(self, repo: str, paths: Iterable[str | os.PathLike], dest: str = "/", message: str = "",
-                  wait: bool = False, create: bool = True) -> Commit:
+                  wait: bool = False, create: bool = True, replace: bool = False) -> Commit:
         """Put files in ONE new commit (like one ``pachctl put file`` commit); returns the commit.
 
         A file goes to ``dest/<its name>``; a folder puts every file under it (hidden ones skipped) at
         ``dest/<path relative to the folder>``, as ``make put-mp3`` does on a cluster, so that a ``/*`` glob
         gives one datum per file. Characters PFS refuses in paths (``*?[]{}!()@+^``) become ``_``, as
-        there. Existing paths are overwritten.
+        there. Existing paths are overwritten. With ``replace`` the commit holds exactly these files (the repo
+        mirrors a folder), and when that is what the head already holds no commit is made: the head is returned.
         """
         check_repo_name(repo)
         dest_clean = clean_repo_path(dest, "destination")
@@ -633,7 +634,8 @@ class Store:
                 raise StoreError(f"repo {repo!r} is the output repo of pipeline {info['pipeline']!r}; "
                                  "only its pipeline writes to it")
             head = self.head(repo)
-            files = dict(self.get_commit(repo, head).files) if head else {}
+            before = dict(self.get_commit(repo, head).files) if head else {}
+            files = {} if replace else dict(before)
             for target, src in plan:
                 for existing in list(files):
                     if existing.startswith(target + "/"):
@@ -649,6 +651,8 @@ class Store:
                     raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
                                      src) from None
                 files[target] = {"hash": digest, "size": size}
+            if replace and head and files == before:
+                return self.get_commit(repo, head)
             commit = self.new_commit(repo, files, message=message or f"put {len(plan)} file(s)")
             return self.publish_commit(commit)
 

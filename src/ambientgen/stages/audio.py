@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..music.midi_io import MIDI_SUFFIXES
 from ..util import AUDIO_SUFFIXES, StageError, atomic_path, iter_files, positive_int, progress, require_binary
 
 HELP = "decode audio files to mono 16 kHz WAV (ffmpeg via pydub)"
@@ -171,6 +173,11 @@ def convert(input_dir: str | Path, output_dir: str | Path, sample_rate: int | No
     taken: dict[Path, str] = {}
     for path in progress(iter_files(input_dir), "mp3-to-wav", unit="file"):
         rel = path.relative_to(base).as_posix()
+        if path.suffix.lower() in MIDI_SUFFIXES:  # already notes: passed on for transcribe to take as they are
+            with atomic_path(output_dir / rel) as tmp:
+                shutil.copyfile(path, tmp)
+            result.converted[rel] = rel
+            continue
         if path.suffix.lower() not in AUDIO_SUFFIXES:
             log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
             result.skipped.append(rel)

@@ -80,6 +80,7 @@ class DatasetOptions:
     limits: MidiLimits = field(default_factory=MidiLimits)
     cache_dir: str | None = None  # None: no cache
     jobs: int = 1  # worker processes reading MIDI files
+    liked_weight: int = 1  # how many times a liked piece's training windows are written (see is_liked)
 
     def augmentations(self, split: str) -> list[tuple[float, int]]:
         """(stretch, transpose) pairs to encode for a file of this split (identity only outside train)."""
@@ -305,8 +306,18 @@ def _ordered_map(fn: Any, items: list[tuple], jobs: int) -> Iterator[Any]:
             yield fut.result()
 
 
+LIKED_PREFIX = "liked_"
+
+
+def is_liked(rel: str) -> bool:
+    """A piece the listener liked: from a liked/ folder of the input repo (``liked_NAME`` once normalized).
+    It always trains (a generated piece is no test of the model) and counts --liked-weight times."""
+    return rel.startswith("liked/") or Path(rel).name.startswith(LIKED_PREFIX)
+
+
 def _assign_splits(rels: list[str], opts: DatasetOptions) -> dict[str, str]:
-    splits = {rel: split_of(rel, opts.eval_percent, opts.test_percent) for rel in rels}
+    splits = {rel: "train" if is_liked(rel) else split_of(rel, opts.eval_percent, opts.test_percent)
+              for rel in rels}
     if rels and "train" not in splits.values():
         log.warning("only %d MIDI file(s), none hashed into train: using all of them for training", len(rels))
         splits = dict.fromkeys(rels, "train")
@@ -386,7 +397,7 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
             ns = music_pb2.NoteSequence.FromString(ns_bytes)
             st = stats[split]
             n_records = n_tokens = 0
-            if tail_eval and split == "train":
+            if tail_eval and split == "train" and not is_liked(rel):
                 arrays, tail = split_tail(arrays, opts.tail_eval_percent)
                 if tail is not None:
                     ids = perf.encode_arrays(*tail)
@@ -400,6 +411,7 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     ev.notes += len(tail[0])
                     ev.events += len(ids)
             augmentations = opts.augmentations(split)
+            weight = max(1, opts.liked_weight) if is_liked(rel) and split == "train" else 1
             events = 0 if (1.0, 0) in augmentations else len(perf.encode_arrays(*arrays))
             for stretch, transpose in augmentations:
                 ids = perf.encode_arrays(*augment_arrays(arrays, stretch, transpose))
@@ -407,7 +419,7 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                     events = len(ids)
                 if opts.eos and len(ids):
                     ids = np.append(ids, perf.EOS_ID)
-                for w in windows(ids, opts.max_events, hop, opts.min_events):
+                for w in windows(ids, opts.max_events, hop, opts.min_events) * weight:
                     writers["perf", split].write(serialize_example({"targets": w}))
                     st.id_counts += np.bincount(w, minlength=perf.VOCAB_SIZE)
                     n_records += 1
@@ -420,7 +432,7 @@ def make_dataset(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
             st.records += n_records
             st.tokens += n_tokens
             per_file.append({"file": rel, "split": split, "notes": len(arrays[0]), "events": events,
-                             "records": n_records, "seconds": round(ns.total_time, 3)})
+                             "records": n_records, "seconds": round(ns.total_time, 3), "weight": weight})
             log.debug("%s: %s, %d notes, %d events, %d records", rel, split, len(arrays[0]), events, n_records)
     except BaseException:
         for w in writers.values():
@@ -558,6 +570,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     p.add_argument("--jobs", type=int, default=1, help="processes reading MIDI files in parallel (default 1)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any MIDI file was rejected")
+    p.add_argument("--liked-weight", type=int, default=1,
+                   help="pieces the listener liked (from a liked/ folder of the input: liked_* files) are always "
+                        "trained on, and their windows written this many times (default 1)")
 
 
 def options_from_args(args: argparse.Namespace) -> DatasetOptions:
@@ -566,7 +581,7 @@ def options_from_args(args: argparse.Namespace) -> DatasetOptions:
         max_events=args.max_events, hop=args.hop, min_events=args.min_events,
         eval_percent=args.eval_percent, test_percent=args.test_percent, tail_eval_percent=args.tail_eval_percent,
         stretch=tuple(args.stretch), transpose=tuple(args.transpose), augment=not args.no_augment,
-        eos=not args.no_eos, cache_dir=cache_dir, jobs=max(1, args.jobs),
+        eos=not args.no_eos, cache_dir=cache_dir, jobs=max(1, args.jobs), liked_weight=max(1, args.liked_weight),
         limits=MidiLimits(max_bytes=int(args.max_mib * 2**20), max_notes=args.max_notes,
                           max_seconds=args.max_hours * 3600),
     )

@@ -22,6 +22,7 @@ MAX_TOKENS = 500_000  # about three hours at a busy 45 events per second
 MAX_SEED = 2**63 - 1
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_NAME = 100
+MAX_LOOP_MINUTES = 24 * 60.0
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]*")
 
 
@@ -40,6 +41,10 @@ class GenerationRequest:
     primer_seconds: float | None = None
     include_primer: bool = True
     program: int = 0
+    # how the render stage plays the pieces (it reads them from the sidecar; its own options win)
+    preset: str | None = None
+    loop_minutes: float | None = None
+    beds: list[str] | None = None
 
     def validate(self, source: str | Path | None) -> GenerationRequest:
         """Check types and ranges; a StageError names the source file and the key."""
@@ -58,7 +63,7 @@ class GenerationRequest:
 
         for key in ("num_samples", "tokens", "top_k", "seed", "program"):
             num(key, int)
-        for key in ("seconds", "temperature", "top_p", "primer_seconds"):
+        for key in ("seconds", "temperature", "top_p", "primer_seconds", "loop_minutes"):
             num(key, float)
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or len(self.name) > MAX_NAME \
                 or refused(self.name):
@@ -93,6 +98,22 @@ class GenerationRequest:
             raise bad("give primer_midi or primer_piece, not both")
         if not 0 <= self.program <= 127:
             raise bad(f"program must be 0-127 (got {self.program})")
+        if self.preset is not None and (not isinstance(self.preset, str) or not _NAME.fullmatch(self.preset)
+                                        or len(self.preset) > MAX_NAME):
+            raise bad(f"preset must be the name of a render preset, not {str(self.preset)[:60]!r}")
+        if self.loop_minutes is not None and not 0 < self.loop_minutes <= MAX_LOOP_MINUTES:
+            raise bad(f"loop_minutes must be between 0 and {MAX_LOOP_MINUTES:g} (got {self.loop_minutes:g})")
+        if self.beds is not None:
+            from ..music.beds import parse_bed_option
+
+            if not isinstance(self.beds, list) or len(self.beds) > 8 or not all(isinstance(b, str) for b in self.beds):
+                raise bad(f"beds must be a list of up to 8 names such as [\"rain:-12\"], not {self.beds!r}"[:200])
+            for b in self.beds:
+                if b != "none":
+                    try:
+                        parse_bed_option(b)
+                    except ValueError as exc:
+                        raise bad(f"beds: {exc}") from None
         return self
 
 

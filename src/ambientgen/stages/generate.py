@@ -2,7 +2,9 @@
 
 One request per small JSON or TOML file in ``--config-dir`` (on Pachyderm the ``generation-config`` repo,
 crossed with the model), or a single request from the command-line options. Each request writes
-``NAME-K.mid`` (K = 0..num_samples-1) and ``NAME-K.json`` (the parameters, primer, model and timing).
+``NAME-K/NAME-K.mid`` (K = 0..num_samples-1) and ``NAME-K/NAME-K.json`` (the parameters, primer, model and
+timing): one folder per piece, so that the render pipeline's ``/*`` glob gives one datum per piece holding its
+MIDI and the sidecar that says how to render it.
 
 Request keys (all optional; the command-line options give the defaults):
 
@@ -22,6 +24,9 @@ primer_piece       -           a primer of the model's primers.json: its name ("
 primer_seconds     -           use only the first seconds of the primer
 include_primer     true        the output .mid starts with the primer
 program            0           General MIDI program of the output notes
+preset             -           render preset for these pieces (``ambientgen render --help``)
+loop_minutes       -           render each piece as a seamless loop of this many minutes
+beds               -           sounds under the music, e.g. ["rain:-12"] (``--bed`` of render)
 =================  ==========  ================================================================
 """
 
@@ -220,10 +225,11 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
         if primer and not req.include_primer:
             ns = note_seq.sequences_lib.extract_subsequence(ns, primer_time, max(ns.total_time, primer_time))
         stem = f"{req.name}-{k}"
-        mid = out_dir / f"{stem}.mid"
+        mid = out_dir / stem / f"{stem}.mid"
+        mid.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(mid) as tmp:
             note_seq.sequence_proto_to_midi_file(ns, str(tmp))
-        write_json(out_dir / f"{stem}.json", {
+        write_json(mid.with_suffix(".json"), {
             "request": asdict(req), "config_file": str(source) if source else None, "sample": k,
             "model": {"dir": str(model_dir), "config_name": meta.get("config_name"), "step": meta.get("step"),
                       "attention": model.cfg.attention},

@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..music.midi_io import MIDI_SUFFIXES
 from ..pfs import ascii_fold, has_folded_shape, short_hash
 from ..util import AUDIO_SUFFIXES, StageError, atomic_path, iter_files, progress
 
@@ -49,7 +50,8 @@ def safe_name(relpath: str) -> str:
 
 
 def normalize(input_dir: str | Path, output_dir: str | Path, dry_run: bool = False) -> NormalizeResult:
-    """Copy every audio file under input_dir to output_dir under its safe name; skip non-audio with a warning."""
+    """Copy every audio (and MIDI) file under input_dir to output_dir under its safe name; skip others with a
+    warning."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.exists():
         raise StageError(input_dir, "input directory does not exist")
@@ -57,7 +59,7 @@ def normalize(input_dir: str | Path, output_dir: str | Path, dry_run: bool = Fal
     files = iter_files(input_dir)
     for path in progress(files, "normalize", unit="file"):
         rel = path.relative_to(input_dir).as_posix() if path != input_dir else path.name
-        if path.suffix.lower() not in AUDIO_SUFFIXES:
+        if path.suffix.lower() not in AUDIO_SUFFIXES | MIDI_SUFFIXES:  # MIDI passes through the chain as it is
             log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
             result.skipped.append(rel)
             continue

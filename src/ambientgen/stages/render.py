@@ -39,6 +39,7 @@ from ..music.mixdown import AudioWriter, arrange, loop_layout
 from ..music.presets import Preset, default_presets_path, load_presets, preset_lines
 from ..music.synth import midi_events, synthesize
 from ..util import StageError, atomic_path, find_soundfont, iter_files, progress, write_json
+from .gen_request import MAX_LOOP_MINUTES
 
 HELP = "render MIDI to ambient WAV/MP3 (FluidSynth + pedalboard effects, loudness, long loops) with piano rolls"
 EXAMPLES = """
@@ -176,7 +177,7 @@ def render_file(midi: str | Path, out_stem: str | Path, options: RenderOptions |
     loop_minutes = opts.loop_minutes
     if loop_minutes is None:
         asked_loop = _asked(sidecar, "loop_minutes")
-        if isinstance(asked_loop, int | float) and not isinstance(asked_loop, bool) and 0 < asked_loop <= 24 * 60:
+        if isinstance(asked_loop, int | float) and not isinstance(asked_loop, bool) and 0 < asked_loop <= MAX_LOOP_MINUTES:
             loop_minutes = float(asked_loop)
     beds = preset.beds
     asked_beds = _asked(sidecar, "beds")

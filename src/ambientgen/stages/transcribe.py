@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..util import SOUNDFILE_SUFFIXES, StageError, iter_files, progress, write_json
+from ..music.midi_io import MIDI_SUFFIXES
+from ..util import SOUNDFILE_SUFFIXES, StageError, atomic_path, iter_files, progress, write_json
 
 HELP = "transcribe audio (WAV, FLAC, OGG, MP3) to MIDI + JSON sidecar (basic-pitch ONNX by default)"
 EXAMPLES = """
@@ -125,6 +126,30 @@ def transcribe_file(transcriber: Any, src: str | Path, out_dir: str | Path, out_
     return sidecar
 
 
+def take_midi(src: str | Path, out_dir: str | Path, out_rel: str | Path, source_name: str | None = None
+              ) -> dict[str, Any]:
+    """A MIDI file among the inputs is its own transcription: checked with the MIDI limits, copied as it is, and
+    described by the same sidecar (a listener's MIDI collection, or liked pieces joining the training)."""
+    import shutil
+
+    from .. import __version__
+    from ..music.midi_io import load_midi
+
+    src, out_dir = Path(src), Path(out_dir)
+    ns = load_midi(src)
+    midi_rel = Path(out_rel).with_suffix(".mid")
+    with atomic_path(out_dir / midi_rel) as tmp:
+        shutil.copyfile(src, tmp)
+    pitches = [n.pitch for n in ns.notes]
+    sidecar = {"source": source_name or src.name, "midi": midi_rel.name, "backend": "midi", "parameters": {},
+               "notes": len(ns.notes), "duration_s": round(ns.total_time, 3),
+               "pitch_min": min(pitches) if pitches else None, "pitch_max": max(pitches) if pitches else None,
+               "ambientgen_version": __version__}
+    write_json(out_dir / midi_rel.with_suffix(".json"), sidecar)
+    log.info("%s -> %s: %d notes (MIDI, taken as it is)", src.name, midi_rel, len(ns.notes))
+    return sidecar
+
+
 def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str = "basic-pitch",
                    checkpoint: str | Path | None = None, params: Any = None, stream: Any = None,
                    threads: int | None = None, transcriber: Any = None) -> TranscribeResult:
@@ -138,7 +163,7 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
     audio = []
     for path in files:
         rel = path.relative_to(base).as_posix()
-        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES or path.suffix.lower() in MIDI_SUFFIXES:
             audio.append((path, rel))
         else:
             log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
@@ -146,7 +171,7 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
     if not audio:
         log.warning("%s: no audio files to transcribe", input_dir)
         return result
-    if transcriber is None:
+    if transcriber is None and any(p.suffix.lower() not in MIDI_SUFFIXES for p, _ in audio):
         transcriber = make_transcriber(backend, checkpoint, params, stream, threads)
     taken: dict[str, str] = {}
     for path, rel in progress(audio, "transcribe", unit="file"):
@@ -155,7 +180,10 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
             if out_rel in taken:
                 raise StageError(path, f"output {out_rel} already written from {taken[out_rel]}; rename one of them")
             taken[out_rel] = rel
-            result.outputs[rel] = transcribe_file(transcriber, path, output_dir, out_rel, source_name=rel)
+            if path.suffix.lower() in MIDI_SUFFIXES:
+                result.outputs[rel] = take_midi(path, output_dir, out_rel, source_name=rel)
+            else:
+                result.outputs[rel] = transcribe_file(transcriber, path, output_dir, out_rel, source_name=rel)
         except StageError as exc:
             log.error("%s", exc)
             result.failed[rel] = exc.cause
