@@ -33,6 +33,19 @@ def test_environment_sets_option_defaults(monkeypatch):
     assert build_parser().parse_args(["normalize", "a", "b"]).dry_run is False
 
 
+def test_environment_reaches_the_local_runners_subcommands(monkeypatch):
+    """AMBIENTGEN_LOCAL_<OPTION> sets an option of every `ambientgen local` action that has it;
+    AMBIENTGEN_LOCAL_<ACTION>_<OPTION> one action's alone, and wins."""
+    monkeypatch.setenv("AMBIENTGEN_LOCAL_PARALLELISM", "4")
+    assert build_parser().parse_args(["local", "run"]).parallelism == 4
+    monkeypatch.setenv("AMBIENTGEN_LOCAL_RUN_PARALLELISM", "3")
+    assert build_parser().parse_args(["local", "run"]).parallelism == 3
+    assert build_parser().parse_args(["local", "run", "--parallelism", "2"]).parallelism == 2
+    monkeypatch.setenv("AMBIENTGEN_LOCAL_RUN_PARALLELISM", "many")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["local", "run"])
+
+
 def test_environment_handles_boolean_optional_actions(monkeypatch):
     import argparse
 

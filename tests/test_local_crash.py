@@ -15,6 +15,7 @@ from conftest import PIPELINES_DIR
 from test_local_helpers import local_cli, manifest, pfs, write_spec
 
 from ambientgen.local import Store, list_jobs, run_pipelines
+from ambientgen.local.store import CRASH_ENV
 
 UPPER = ["sh", "-c", 'for f in /pfs/in/*; do tr a-z A-Z < "$f" > /pfs/out/"$(basename "$f")"; done']
 COUNT = ["sh", "-c", "ls /pfs/upper | wc -l > /pfs/out/n; cat /pfs/upper/* > /pfs/out/all"]
@@ -59,7 +60,7 @@ def test_crash_point_then_rerun_matches_uninterrupted_run(point, reference, tmp_
     store.put_files("in", files[3:])
 
     r = local_cli("run", "--store", str(store.root), "--pipelines", str(specs),
-                  env={"AMBIENTGEN_LOCAL_CRASH_AT": point})
+                  env={CRASH_ENV: point})
     assert r.returncode == 137, r.stderr
     assert f"simulated crash at {point.split(':')[0]}" in r.stderr
 
@@ -86,7 +87,7 @@ def test_crash_during_put_file_keeps_previous_commit(tmp_path):
     store = Store(tmp_path / "store")
     c1 = store.put_files("in", files[:1])
     r = local_cli("put-file", "in", *map(str, files[1:]), "--store", str(store.root),
-                  env={"AMBIENTGEN_LOCAL_CRASH_AT": "blob:2"})
+                  env={CRASH_ENV: "blob:2"})
     assert r.returncode == 137
     assert store.head("in") == c1.id and store.read_file("in", "a.txt") == files[0].read_bytes()
     r = local_cli("put-file", "in", *map(str, files[1:]), "--store", str(store.root))

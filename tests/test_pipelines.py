@@ -15,7 +15,7 @@ from ambientgen.chain import INPUT_REPOS, REPOS
 from ambientgen.cli import COMMANDS
 
 USER_INPUT_REPOS = set(INPUT_REPOS)
-# the chain in DESIGN.md: pipeline -> (command, {input repo: glob})
+# the chain (the README's table): pipeline -> (command, {input repo: glob})
 CHAIN = {
     "audio-processed": ("normalize", {"audio-unprocessed": "/*"}),
     "audio-processed-wav": ("mp3-to-wav", {"audio-processed": "/*"}),

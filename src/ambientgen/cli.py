@@ -64,6 +64,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (DEBUG)")
         mod.add_arguments(p)
         apply_env_defaults(name, p)
+        for action in p._actions:  # `ambientgen local run`: AMBIENTGEN_LOCAL_<OPTION>, AMBIENTGEN_LOCAL_RUN_<OPTION>
+            if isinstance(action, argparse._SubParsersAction):
+                for child_name, child in action.choices.items():
+                    apply_env_defaults(name, child)
+                    apply_env_defaults(f"{name}_{child_name}", child)
         p.set_defaults(_main=mod.main)
     return parser
 

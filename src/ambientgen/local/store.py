@@ -46,12 +46,12 @@ BRANCH = "master"
 NAME_MAX = 255  # bytes in one path component (Linux)
 PATH_MAX = 4096
 _REPO_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-CRASH_ENV = "AMBIENTGEN_LOCAL_CRASH_AT"
+CRASH_ENV = "_AMBIENTGEN_TEST_KILL_AT"  # a test hook, named unlike any AMBIENTGEN_<COMMAND>_<OPTION>
 _crash_counts: dict[str, int] = {}
 
 
 def crash_point(name: str) -> None:
-    """Test hook: ``AMBIENTGEN_LOCAL_CRASH_AT=name`` (or ``name:N`` for the N-th time) kills the process here.
+    """Test hook: ``_AMBIENTGEN_TEST_KILL_AT=name`` (or ``name:N`` for the N-th time) kills the process here.
 
     ``os._exit`` skips every cleanup handler, like ``kill -9``.
     """
