@@ -62,8 +62,8 @@ def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> 
         plain = generate(model, work / "plain", defaults=GenerationRequest(
             name=f"plain{i}", num_samples=k, seed=3000 + i, **common))["written"]
         target = notes_of(liked)
-        v = np.array([closeness(notes_of(p), target) for p in var])
-        u = np.array([closeness(notes_of(p), target) for p in plain])
+        v = np.array([closeness(notes_of(p), target) for p in var]).reshape(-1, 2)  # nan for a piece with no notes
+        u = np.array([closeness(notes_of(p), target) for p in plain]).reshape(-1, 2)
         rows.append({"liked": liked.name, "variation_pc": float(np.nanmean(v[:, 0])),
                      "variation_iv": float(np.nanmean(v[:, 1])), "plain_pc": float(np.nanmean(u[:, 0])),
                      "plain_iv": float(np.nanmean(u[:, 1]))})

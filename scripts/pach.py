@@ -26,16 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ambientgen.chain import CONFIG_REPO, INPUT_REPOS, MP3_REPO
+from ambientgen.chain import GENERATED_REPO as MIDI_REPO
+from ambientgen.chain import RENDERED_REPO as AUDIO_REPO
 from ambientgen.pfs import pfs_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINES_DIR = REPO_ROOT / "pipelines"
-MP3_REPO = "audio-unprocessed"
-CONFIG_REPO = "generation-config"
-INPUT_REPOS = (MP3_REPO, CONFIG_REPO)
 BRANCH = "master"
-MIDI_REPO = "music-transformer-generate"  # generated .mid + JSON sidecars
-AUDIO_REPO = "ambient-render"  # rendered .wav/.mp3 + piano-roll .png
 IMAGE_PREFIX = "ambientgen/"  # the specs' transform.image is ambientgen/<stage>:<version>
 CONFIG_SUFFIXES = {".json", ".toml"}
 TERMINAL_JOB_STATES = {"JOB_SUCCESS", "JOB_FAILURE", "JOB_KILLED", "JOB_UNRUNNABLE"}

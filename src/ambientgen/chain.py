@@ -6,8 +6,12 @@ its name (pipelines/*.json).
 
 from __future__ import annotations
 
-INPUT_REPOS = ("audio-unprocessed", "generation-config")  # what the user puts files into
+MP3_REPO = "audio-unprocessed"  # the listener's music
+CONFIG_REPO = "generation-config"  # requests for new music
+INPUT_REPOS = (MP3_REPO, CONFIG_REPO)  # what the user puts files into
+GENERATED_REPO = "music-transformer-generate"  # one folder per piece: .mid + JSON sidecar
+RENDERED_REPO = "ambient-render"  # the same folders: .wav, .mp3, piano-roll .png, .json
 REPOS = (
-    "audio-unprocessed", "audio-processed", "audio-processed-wav", "midi", "transformer-preprocess",
-    "music-transformer", "generation-config", "music-transformer-generate", "ambient-render",
+    MP3_REPO, "audio-processed", "audio-processed-wav", "midi", "transformer-preprocess",
+    "music-transformer", CONFIG_REPO, GENERATED_REPO, RENDERED_REPO,
 )

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .chain import REPOS
+from .chain import CONFIG_REPO, GENERATED_REPO, MP3_REPO, RENDERED_REPO, REPOS
 from .music.midi_io import MIDI_SUFFIXES
 from .pfs import refused
 from .stages.gen_request import GenerationRequest
@@ -105,7 +105,7 @@ def run_chain(run_dir: Path, music_dir: Path, requests_dir: Path, pipelines: Pat
     n_audio = sum(1 for p in music_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     n_req = sum(1 for p in requests_dir.rglob("*") if p.is_file())
     print(f"[1/3] {what}: {n_audio} audio files from {music_dir}; {n_req} request file(s) -> {store.root}")
-    for repo, folder in (("audio-unprocessed", music_dir), ("generation-config", requests_dir)):
+    for repo, folder in ((MP3_REPO, music_dir), (CONFIG_REPO, requests_dir)):
         before = store.head(repo) if store.repo_exists(repo) else None
         after = store.put_files(repo, [folder], message=f"{folder}", replace=True).id
         print(f"      {repo}: {'unchanged' if after == before else 'new commit ' + after[:12]}")
@@ -140,7 +140,7 @@ def find_piece(spec: str, out_dir: Path) -> Path:
     path = Path(spec).expanduser()
     if path.suffix.lower() in MIDI_SUFFIXES and path.is_file():
         return path
-    gen = out_dir / "music-transformer-generate"
+    gen = out_dir / GENERATED_REPO
     hits = sorted(gen.glob(f"{spec}/{spec}.mid")) + sorted(gen.glob(f"*/{spec}.mid")) if gen.is_dir() else []
     if not hits:
         known = sorted(p.stem for p in gen.glob("*/*.mid")) if gen.is_dir() else []
@@ -255,7 +255,7 @@ def _music_view(music_dir: Path, out_dir: Path, liked: list[Path]) -> Path:
 
 
 def _print_pieces(music_dir: Path, out_dir: Path, report: str) -> None:
-    rendered = sorted((out_dir / "ambient-render").glob("*/*.mp3")) if (out_dir / "ambient-render").is_dir() else []
+    rendered = sorted((out_dir / RENDERED_REPO).glob("*/*.mp3")) if (out_dir / RENDERED_REPO).is_dir() else []
     print(f"\n{len(rendered)} pieces:")
     for p in rendered:
         print(f"  {p}")

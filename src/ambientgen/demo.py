@@ -17,6 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .chain import GENERATED_REPO, RENDERED_REPO
 from .compose import find_dir, run_chain
 
 HELP = "run the whole chain end to end on sample music and write an HTML report"
@@ -66,7 +67,7 @@ def run_demo(run_dir: str | os.PathLike = "runs/demo", pieces: int = 6, seconds:
                         {"AMBIENTGEN_TRAIN_MINUTES": f"{train_minutes:g}"}, what="sample music",
                         record={"pieces": pieces, "seconds": seconds, "train_minutes": train_minutes})
     print(f"\nresults in {run_dir}/:")
-    for repo in ("midi", "music-transformer", "music-transformer-generate", "ambient-render"):
+    for repo in ("midi", "music-transformer", GENERATED_REPO, RENDERED_REPO):
         if (run_dir / repo).is_dir():
             n = sum(1 for p in (run_dir / repo).rglob("*") if p.is_file())
             print(f"  {repo + '/':<30} {n} files")

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..chain import CONFIG_REPO, GENERATED_REPO, MP3_REPO, RENDERED_REPO
 from ..music.midi_io import MIDI_SUFFIXES
 from ..util import AUDIO_SUFFIXES, StageError, progress
 from .page import (
@@ -72,7 +73,7 @@ def _more_like(report: Report, name: str, mid: Path | None) -> str:
 
 def section_pieces(report: Report) -> str:
     """The generated pieces: player, piano roll, facts, and how to ask for more like each."""
-    gen, ren = report.repo("music-transformer-generate"), report.repo("ambient-render")
+    gen, ren = report.repo(GENERATED_REPO), report.repo(RENDERED_REPO)
     if gen is None and ren is None:
         return '<p class="missing">No pieces yet: music-transformer-generate/ and ambient-render/ are not in this run.</p>'
     midis = {p.relative_to(gen).with_suffix("").as_posix(): p for p in files_in(gen, MIDI_SUFFIXES)} if gen else {}
@@ -124,7 +125,7 @@ def section_quality(report: Report) -> str:
     """Generated music measured against the transcriptions it learned from (ambientgen evaluate-generation)."""
     from ..music.quality import evaluate_generation
 
-    gen, ref = report.repo("music-transformer-generate"), report.repo("midi")
+    gen, ref = report.repo(GENERATED_REPO), report.repo("midi")
     if gen is None or ref is None:
         return '<p class="missing">needs music-transformer-generate/ and midi/ in this run.</p>'
     try:
@@ -162,7 +163,7 @@ def section_quality(report: Report) -> str:
 
 def section_inputs(report: Report) -> str:
     """The listener's own files, with players, and their transcriptions as piano rolls."""
-    raw = report.repo("audio-unprocessed")
+    raw = report.repo(MP3_REPO)
     parts = []
     if raw is None:
         parts.append('<p class="missing">audio-unprocessed/ is not in this run.</p>')
@@ -286,7 +287,7 @@ def section_technical(report: Report) -> str:
     elif report.run_info:
         report.technical.append(("the run", kv_table(report.run_info) + "<details><summary>run.json</summary><pre>"
                                  f"{esc(json.dumps(report.run_info, indent=2))}</pre></details>"))
-    configs = report.repo("generation-config")
+    configs = report.repo(CONFIG_REPO)
     if configs is not None:
         reqs = []
         for p in files_in(configs):
