@@ -35,7 +35,10 @@ def test_mp3_to_wav_mono_16k_same_duration(sample_mp3s, tmp_path):
     src = sample_mp3s[0].parent
     res = convert(src, tmp_path / "out")
     assert not res.failed
-    assert sorted(res.converted) == sorted(p.name for p in sample_mp3s)
+    midis = sorted(p.name for p in src.glob("*.mid"))  # the scores beside the MP3s pass through as they are
+    assert midis and sorted(res.converted) == sorted([p.name for p in sample_mp3s] + midis)
+    for name in midis:
+        assert res.converted[name] == name and (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
     for mp3 in sample_mp3s:
         wav = tmp_path / "out" / (mp3.stem + ".wav")
         info = soundfile.info(str(wav))

@@ -118,3 +118,57 @@ def test_small_data_set_holds_out_the_end_of_each_file(sample_midis, tmp_path):
     big = make_dataset(sample_midis[0].parent, tmp_path / "ds2", DatasetOptions(augment=False, eval_percent=50,
                                                                                 test_percent=0))
     assert big["settings"]["eval_mode"] == "hash"
+
+
+def test_rehearsal_windows_join_every_fine_tuning_batch(chorale_dataset, tiny_model, tmp_path, caplog):
+    """With a replay.safetensors beside the init model, half of each batch comes from it; the run resumes with
+    both samplers where they were; a damaged rehearsal file is refused with its name."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ambientgen.stages.finetune import REPLAY_FILE, load_replay
+    from ambientgen.stages.train import MixedSampler, WindowSampler, make_sampler
+
+    init = tmp_path / "init"
+    shutil.copytree(tiny_model, init, ignore=shutil.ignore_patterns("checkpoints"))
+    replay = np.full((6, 65), 0, dtype=np.int16)
+    replay[:, :40] = np.arange(2, 42)  # note-ons 0..39: nothing in the chorales looks like this
+    save_file({"tokens": replay}, str(init / REPLAY_FILE))
+    windows = load_replay(init, 390, 0)
+    assert len(windows) == 6 and all(len(w) == 40 for w in windows)  # the PAD tail is dropped
+
+    opts = TrainOptions(init=str(init), steps=4, eval_every=2, **FAST).resolved()
+    assert opts.replay == 0.5  # the fine-tuning default
+    sampler = make_sampler([np.arange(300) % 300 + 2], windows, opts, 65)
+    assert isinstance(sampler, MixedSampler)
+    batch = sampler.next()
+    assert len(batch) == 4 and sum(int(w[0]) == 2 and len(w) == 40 for w in batch) == 2
+    state = sampler.state()
+    again = [w.tolist() for w in sampler.next()]
+    sampler.set_state(state)
+    assert [w.tolist() for w in sampler.next()] == again
+    assert isinstance(make_sampler(windows, windows, TrainOptions(init="scratch", steps=1).resolved(), 65),
+                      WindowSampler)  # no rehearsal from scratch
+
+    with caplog.at_level(logging.INFO):
+        train(chorale_dataset, tmp_path / "ft", TrainOptions(init=str(init), steps=4, eval_every=2, **FAST))
+    assert "rehearsal: 6 corpus windows" in caplog.text and "2 of every 4 windows" in caplog.text
+
+    replay[0, 0] = 999
+    save_file({"tokens": replay}, str(init / REPLAY_FILE))
+    with pytest.raises(StageError, match=r"replay.safetensors: token ids outside the vocabulary"):
+        load_replay(init, 390, 0)
+    save_file({"tokens": replay.astype(np.float32)}, str(init / REPLAY_FILE))
+    with pytest.raises(StageError, match="one int16 tensor 'tokens'"):
+        load_replay(init, 390, 0)
+
+
+def test_shipped_rehearsal_set_is_corpus_music():
+    """The shipped windows are real performance events: notes start and end, time moves on."""
+    from ambientgen.music import performance as perf
+    from ambientgen.stages.finetune import load_replay
+
+    windows = load_replay(base_mod.BASE_DIR, perf.VOCAB_SIZE, perf.PAD_ID)
+    assert len(windows) >= 1000
+    counts = perf.event_type_counts(windows[0])
+    assert counts["note_on"] > 10 and counts["note_off"] > 10 and counts["time_shift"] > 10

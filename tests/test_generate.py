@@ -143,3 +143,68 @@ def test_model_dir_errors_name_the_file(model_dir, tmp_path, capsys):
     assert "model.safetensors: weights" in capsys.readouterr().err
     assert cli(["generate", str(model_dir), str(tmp_path / "o"), "--temperature", "-1"]) == 1
     assert "command line: temperature must be > 0" in capsys.readouterr().err
+
+
+def test_note_off_mask_spends_offs_only_on_sounding_notes(model_dir):
+    """SoundingNotes follows the prompt and every new token; with it no note-off names a silent pitch, without it
+    the same model does (a few steps of training leave it far from knowing which notes sound)."""
+    import torch
+
+    from ambientgen.models.transformer import generate_tokens, load_model_dir
+
+    on, off = perf.NOTE_ON_OFFSET, perf.NOTE_OFF_OFFSET
+    notes = perf.SoundingNotes(torch.tensor([[on + 60, on + 64, off + 60, off + 70]]))
+    assert notes.count[0, 60] == 0 and notes.count[0, 64] == 1 and int(notes.count.sum()) == 1
+    logits = notes.ban(torch.zeros(1, perf.VOCAB_SIZE))
+    assert torch.isinf(logits[0, off + 60]) and logits[0, off + 64] == 0 and logits[0, on + 60] == 0
+
+    def orphans(rows) -> int:
+        n = 0
+        for row in rows:
+            sounding: dict[int, int] = {}
+            for t in row:
+                if on <= t < off:
+                    sounding[t - on] = sounding.get(t - on, 0) + 1
+                elif off <= t < perf.TIME_SHIFT_OFFSET:
+                    if sounding.get(t - off):
+                        sounding[t - off] -= 1
+                    else:
+                        n += 1
+        return n
+
+    model, _ = load_model_dir(model_dir)
+    prompt = torch.tensor([[perf.VELOCITY_OFFSET + 10]] * 4)
+    free = generate_tokens(model, prompt, 300, seed=2, stop_at_eos=False)
+    masked = generate_tokens(model, prompt, 300, seed=2, stop_at_eos=False, constraint=perf.SoundingNotes(prompt))
+    assert orphans(free.tolist()) > 0 and orphans(masked.tolist()) == 0
+    assert GenerationRequest().note_off_mask is True
+
+
+def test_hold_guard_ends_notes_held_too_long(model_dir, tmp_path):
+    """The guard forces the off of a note held past its limit, so no generated note lasts longer; the limit
+    comes from the training notes' lengths in config.json; without the guard the same model holds notes longer."""
+    import torch
+
+    from ambientgen.models.transformer import generate_tokens, load_model_dir
+    from ambientgen.stages.generate import hold_limit
+
+    model, meta = load_model_dir(model_dir)
+    p99 = meta["note_seconds"]["p99"]
+    assert hold_limit(GenerationRequest(), meta) == pytest.approx(max(1.0, 2 * p99))
+    assert hold_limit(GenerationRequest(hold_guard=False), meta) is None
+    assert hold_limit(GenerationRequest(max_hold_seconds=3.0), meta) == 3.0
+
+    def longest(rows) -> float:
+        return max((n.end_time - n.start_time for r in rows for n in perf.decode(r).notes), default=0.0)
+
+    prompt = torch.tensor([[perf.VELOCITY_OFFSET + 10]] * 4)
+    guard = perf.SoundingNotes(prompt, max_hold_steps=50)  # half a second
+    held = generate_tokens(model, prompt, 400, seed=5, stop_at_eos=False, constraint=guard)
+    free = generate_tokens(model, prompt, 400, seed=5, stop_at_eos=False)
+    assert longest(held.tolist()) <= 0.5 + 1e-6  # no time shift carries a note past the limit
+    assert longest(free.tolist()) > 1.5 and int(guard.forced.sum()) > 0
+
+    out = generate(model_dir, tmp_path / "g", defaults=GenerationRequest(name="g", tokens=200, seed=1,
+                                                                       max_hold_seconds=0.5))
+    side = json.loads(out["written"][0].with_suffix(".json").read_text())
+    assert side["hold_guard"]["max_hold_s"] == 0.5 and side["hold_guard"]["forced_offs"] >= 0

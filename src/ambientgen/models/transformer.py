@@ -461,7 +461,8 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
 @torch.no_grad()
 def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int, temperature: float = 1.0,
                     top_k: int = 0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
-                    stop_at_eos: bool = True, should_stop=None, window: str = "auto") -> torch.Tensor:
+                    stop_at_eos: bool = True, should_stop=None, window: str = "auto", constraint=None
+                    ) -> torch.Tensor:
     """Continue each row of ``prompt`` (B, T >= 1) by up to ``max_new`` tokens; returns (B, T + n).
 
     With ``use_cache`` each step runs only the new token through the model (key/value cache, relative
@@ -475,6 +476,8 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
 
     A row that emits EOS keeps emitting PAD.
     ``should_stop(tokens)`` may end generation early (e.g. once enough seconds exist).
+    ``constraint`` (``ban(logits) -> logits`` before each draw, ``push(tokens)`` after it) rules out tokens that
+    mean nothing in their context, e.g. music.performance.SoundingNotes.
     """
     model.eval()
     cfg = model.cfg
@@ -507,8 +510,11 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
             logits, _ = model(step_input, caches=caches)
         else:
             logits, _ = model(seq[:, ws:])
-        tok = sample_next(logits[:, -1], temperature, top_k, top_p, gen, banned=(cfg.pad_id,))
+        last = logits[:, -1] if constraint is None else constraint.ban(logits[:, -1])
+        tok = sample_next(last, temperature, top_k, top_p, gen, banned=(cfg.pad_id,))
         tok = torch.where(done, torch.full_like(tok, cfg.pad_id), tok)
+        if constraint is not None:
+            constraint.push(tok)
         seq = torch.cat([seq, tok], dim=1)
         step_input = tok
         if stop_at_eos:

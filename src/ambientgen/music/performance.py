@@ -236,3 +236,101 @@ def event_type_counts(ids: Sequence[int] | np.ndarray) -> dict[str, Any]:
         "velocity": int(((a >= VELOCITY_OFFSET) & (a < VOCAB_SIZE)).sum()),
         "distinct_ids": int(len(np.unique(a))),
     }
+
+
+def note_seconds(pieces: Sequence[np.ndarray], limit: int = 400) -> dict[str, float] | None:
+    """Percentiles of note length (seconds) in event sequences (the first ``limit`` of them), for the model's
+    config.json: what a held note looks like in the music it learned from. None when they hold no notes."""
+    lengths: list[float] = []
+    for ids in pieces[:limit]:
+        open_at: dict[int, list[int]] = {}
+        now = 0
+        for t in np.asarray(ids, dtype=np.int64).tolist():
+            if NOTE_ON_OFFSET <= t < NOTE_OFF_OFFSET:
+                open_at.setdefault(t - NOTE_ON_OFFSET, []).append(now)
+            elif NOTE_OFF_OFFSET <= t < TIME_SHIFT_OFFSET:
+                started = open_at.get(t - NOTE_OFF_OFFSET)
+                if started:
+                    lengths.append((now - started.pop(0)) / STEPS_PER_SECOND)
+            elif TIME_SHIFT_OFFSET <= t < VELOCITY_OFFSET:
+                now += t - TIME_SHIFT_OFFSET + 1
+    if not lengths:
+        return None
+    p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
+    return {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3),
+            "notes": len(lengths)}
+
+
+class SoundingNotes:
+    """The notes sounding in each row of a batch being generated: a constraint for ``generate_tokens``.
+
+    * A NOTE_OFF may only end a note that is sounding: an off for a silent pitch means nothing (decoding drops
+      it), and a model that spends its offs there leaves the sounding notes held.
+    * With ``max_hold_steps`` (the hold guard), no note sounds longer than that: a time shift that would carry
+      one past it is ruled out, and at the limit the row's next token is forced to be that note's NOTE_OFF, so
+      the model sees the note end in its own context.
+
+    ``ban(logits)`` masks (or forces) tokens before each draw; ``push(tokens)`` follows each new token.
+    """
+
+    DEPTH = 8  # sounding notes of one pitch at once (a ninth strike of a sounding pitch is ruled out)
+
+    def __init__(self, prompt: Any, max_hold_steps: int | None = None, mask_offs: bool = True):
+        import torch
+
+        B = prompt.shape[0]
+        self.count = torch.zeros(B, NUM_PITCHES, dtype=torch.int64, device=prompt.device)
+        # onsets of the sounding notes of each pitch, oldest first: a NOTE_OFF ends the oldest, as decode does
+        self.onset = torch.zeros(B, NUM_PITCHES, self.DEPTH, dtype=torch.int64, device=prompt.device)
+        self.now = torch.zeros(B, dtype=torch.int64, device=prompt.device)
+        self.max_hold = max_hold_steps
+        self.mask_offs = mask_offs  # False: the hold guard alone
+        self.forced = torch.zeros(B, dtype=torch.int64)  # offs the hold guard forced, per row
+        for col in prompt.T:
+            self.push(col[:, None])
+
+    def push(self, tok: Any) -> None:
+        """Follow one token per row ((B, 1) ids)."""
+        import torch
+
+        t = tok[:, 0]
+        rows = torch.arange(len(t), device=t.device)
+        on = (t >= NOTE_ON_OFFSET) & (t < NOTE_OFF_OFFSET)
+        off = (t >= NOTE_OFF_OFFSET) & (t < TIME_SHIFT_OFFSET)
+        shift = (t >= TIME_SHIFT_OFFSET) & (t < VELOCITY_OFFSET)
+        r, p = rows[on], t[on] - NOTE_ON_OFFSET
+        keep = self.count[r, p] < self.DEPTH  # (a prompt may hold more: the extra ones are not followed)
+        r, p = r[keep], p[keep]
+        self.onset[r, p, self.count[r, p]] = self.now[r]
+        self.count[r, p] += 1
+        r, p = rows[off], t[off] - NOTE_OFF_OFFSET
+        ended = self.count[r, p] > 0
+        r, p = r[ended], p[ended]
+        self.onset[r, p, :-1] = self.onset[r, p, 1:].clone()
+        self.count[r, p] -= 1
+        self.now[shift] += t[shift] - TIME_SHIFT_OFFSET + 1
+        self.count[t == PAD_ID] = 0  # a finished row (PAD after its EOS) holds nothing more
+
+    def ban(self, logits: Any) -> Any:
+        """(B, V) logits with the offs of silent pitches at -inf; a row with an overdue note gets only its off."""
+        logits = logits.clone()
+        ons = logits[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET]
+        logits[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET] = ons.masked_fill(self.count >= self.DEPTH, float("-inf"))
+        if self.mask_offs:
+            offs = logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET]
+            logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET] = offs.masked_fill(self.count == 0, float("-inf"))
+        if self.max_hold is not None:
+            held = (self.now[:, None] - self.onset[:, :, 0]).masked_fill(self.count == 0, -1)
+            longest, pitch = held.max(dim=1)
+            left = self.max_hold - longest  # steps the longest-held note may still sound
+            sounding = longest >= 0
+            # no time shift may carry a note past the limit ...
+            for row in (sounding & (left > 0) & (left < MAX_SHIFT_STEPS)).nonzero().flatten().tolist():
+                logits[row, TIME_SHIFT_OFFSET + int(left[row]):VELOCITY_OFFSET] = float("-inf")
+            # ... and a note at its limit ends now
+            overdue = (sounding & (left <= 0)).nonzero().flatten()
+            if len(overdue):
+                logits[overdue] = float("-inf")
+                logits[overdue, NOTE_OFF_OFFSET + pitch[overdue]] = 0.0
+                self.forced[overdue.cpu()] += 1
+        return logits

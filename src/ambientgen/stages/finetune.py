@@ -17,6 +17,9 @@ from ..util import StageError, atomic_path
 
 log = logging.getLogger(__name__)
 BEST_FILE = "best.safetensors"
+REPLAY_FILE = "replay.safetensors"  # corpus windows shipped beside the base model, mixed into fine-tuning batches
+REPLAY_WINDOWS = 2048
+MAX_REPLAY_BYTES = 32 * 2**20
 
 
 def init_dir(opts) -> Path | None:
@@ -61,6 +64,15 @@ def model_config(opts, init: Path | None, explicit_config: bool = False):
             raise StageError(init, f"--config {opts.config} has shape {shape}, the --init model {have}: "
                              "fine-tuning keeps the model's shape (omit --config, or use --init scratch)")
     return replace(cfg, dropout=overrides.get("dropout", cfg.dropout))
+
+
+def config_name(init: Path) -> str:
+    """The named config of a fine-tuned model: its init model's (fine-tuning keeps the shape)."""
+    from ..models.base import check_model_dir
+
+    _, meta = check_model_dir(init)
+    name = meta.get("config_name")
+    return name if isinstance(name, str) else "init"
 
 
 def load_init(model, folder: Path) -> None:
@@ -123,3 +135,28 @@ class Best:
         load_tensors_into(model, {k: v.to(device) for k, v in load_file(str(self.path)).items()},
                           source=str(self.path))
         return True
+
+
+def load_replay(folder: Path | None, vocab_size: int, pad_id: int) -> list:
+    """The rehearsal windows shipped beside the init model ([] when it has none), checked before use: int16 ids
+    inside the vocabulary, at most MAX_REPLAY_BYTES."""
+    import numpy as np
+
+    from ..models.base import read_safetensors_header
+
+    path = folder / REPLAY_FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return []
+    if path.stat().st_size > MAX_REPLAY_BYTES:
+        raise StageError(path, f"a rehearsal set is a few MB; this file has {path.stat().st_size:,} bytes")
+    header = read_safetensors_header(path)
+    info = header.get("tokens")
+    if not isinstance(info, dict) or info.get("dtype") != "I16" or len(info.get("shape", [])) != 2:
+        raise StageError(path, "a rehearsal set holds one int16 tensor 'tokens' of shape (windows, length)")
+    from safetensors.numpy import load_file
+
+    tokens = load_file(str(path))["tokens"]
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise StageError(path, f"token ids outside the vocabulary (0..{vocab_size - 1})")
+    rows = [r[r != pad_id].astype(np.int64) for r in tokens]
+    return [r for r in rows if len(r) > 1]

@@ -41,6 +41,9 @@ class GenerationRequest:
     primer_seconds: float | None = None
     include_primer: bool = True
     program: int = 0
+    note_off_mask: bool = True  # a note-off may only end a sounding note (music.performance.SoundingNotes)
+    hold_guard: bool = True  # end a note held far longer than the training music's notes
+    max_hold_seconds: float | None = None  # the guard's limit (default: twice the training notes' 99th percentile)
     # how the render stage plays the pieces (it reads them from the sidecar; its own options win)
     preset: str | None = None
     loop_minutes: float | None = None
@@ -63,14 +66,15 @@ class GenerationRequest:
 
         for key in ("num_samples", "tokens", "top_k", "seed", "program"):
             num(key, int)
-        for key in ("seconds", "temperature", "top_p", "primer_seconds", "loop_minutes"):
+        for key in ("seconds", "temperature", "top_p", "primer_seconds", "loop_minutes", "max_hold_seconds"):
             num(key, float)
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or len(self.name) > MAX_NAME \
                 or refused(self.name):
             raise bad(f"name must be 1-{MAX_NAME} letters, digits, spaces, '.', '_' or '-' (starting with a letter "
                       f"or digit), not {str(self.name)[:60]!r}")
-        if not isinstance(self.include_primer, bool):
-            raise bad(f"include_primer must be true or false, not {self.include_primer!r}"[:200])
+        for key in ("include_primer", "note_off_mask", "hold_guard"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(f"{key} must be true or false, not {getattr(self, key)!r}"[:200])
         if not 1 <= self.num_samples <= MAX_SAMPLES:
             raise bad(f"num_samples must be between 1 and {MAX_SAMPLES} (got {self.num_samples})")
         if not self.temperature > 0:
@@ -101,6 +105,8 @@ class GenerationRequest:
         if self.preset is not None and (not isinstance(self.preset, str) or not _NAME.fullmatch(self.preset)
                                         or len(self.preset) > MAX_NAME):
             raise bad(f"preset must be the name of a render preset, not {str(self.preset)[:60]!r}")
+        if self.max_hold_seconds is not None and not 0.1 <= self.max_hold_seconds <= MAX_SECONDS:
+            raise bad(f"max_hold_seconds must be between 0.1 and {MAX_SECONDS:g} (got {self.max_hold_seconds:g})")
         if self.loop_minutes is not None and not 0 < self.loop_minutes <= MAX_LOOP_MINUTES:
             raise bad(f"loop_minutes must be between 0 and {MAX_LOOP_MINUTES:g} (got {self.loop_minutes:g})")
         if self.beds is not None:

@@ -24,6 +24,9 @@ primer_piece       -           a primer of the model's primers.json: its name ("
 primer_seconds     -           use only the first seconds of the primer
 include_primer     true        the output .mid starts with the primer
 program            0           General MIDI program of the output notes
+note_off_mask      true        a note-off may only end a sounding note (false: sample the model as it is)
+hold_guard         true        end a note held far longer than the training music's notes ...
+max_hold_seconds   -           ... longer than this (default: twice their 99th percentile, from config.json)
 preset             -           render preset for these pieces (``ambientgen render --help``)
 loop_minutes       -           render each piece as a seamless loop of this many minutes
 beds               -           sounds under the music, e.g. ["rain:-12"] (``--bed`` of render)
@@ -153,6 +156,23 @@ def primer_tokens(req: GenerationRequest, model_dir: Path, source: str | Path | 
     return [], ""
 
 
+HOLD_FLOOR_S = 1.0  # the hold guard never ends a note sooner than this
+HOLD_FALLBACK_S = 10.0  # the guard's limit for a model whose config.json has no note statistics
+
+
+def hold_limit(req: GenerationRequest, meta: dict) -> float | None:
+    """Seconds after which the hold guard ends a note (None: no guard)."""
+    if not req.hold_guard:
+        return None
+    if req.max_hold_seconds:
+        return req.max_hold_seconds
+    stats = meta.get("note_seconds")  # from train: the lengths of the notes the model learned from
+    p99 = stats.get("p99") if isinstance(stats, dict) else None
+    if isinstance(p99, int | float) and not isinstance(p99, bool) and 0 < p99 < MAX_SECONDS:
+        return max(HOLD_FLOOR_S, 2.0 * p99)
+    return HOLD_FALLBACK_S
+
+
 def start_token(meta: dict, seed: int, source: str | Path = "config.json") -> int:
     """A first token for unprimed generation, drawn from the training pieces' first tokens (config.json)."""
     from ..music import performance as perf
@@ -201,8 +221,11 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
             return all(seconds_of(row) >= target for row in a)
 
     t0 = time.perf_counter()
+    limit = hold_limit(req, meta)
+    steps = int(round(limit * perf.STEPS_PER_SECOND)) if limit else None
+    constraint = perf.SoundingNotes(prompt, steps, req.note_off_mask) if (req.note_off_mask or steps) else None
     seq = generate_tokens(model, prompt, max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
-                          seed=req.seed, use_cache=use_cache, should_stop=should_stop)
+                          seed=req.seed, use_cache=use_cache, should_stop=should_stop, constraint=constraint)
     elapsed = time.perf_counter() - t0
     new_tokens = int(seq.shape[1] - T)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,8 +245,9 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
             cont = cont[:cut]
         ids = close_open_notes((primer if primer else []) + cont)
         ns = perf.decode(ids, program=req.program)
-        if primer and not req.include_primer:
-            ns = note_seq.sequences_lib.extract_subsequence(ns, primer_time, max(ns.total_time, primer_time))
+        if primer and not req.include_primer:  # only the new music (none when the model ended at the primer)
+            ns = note_seq.sequences_lib.extract_subsequence(ns, primer_time, ns.total_time) \
+                if ns.total_time > primer_time else perf.decode([], program=req.program)
         stem = f"{req.name}-{k}"
         mid = out_dir / stem / f"{stem}.mid"
         mid.parent.mkdir(parents=True, exist_ok=True)
@@ -239,6 +263,7 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
             "seconds": round(ns.total_time, 3), "notes": len(ns.notes),
             "generation_seconds": round(elapsed, 3), "tokens_per_s": round(new_tokens * req.num_samples / elapsed, 1)
             if elapsed > 0 else None, "kv_cache": use_cache,
+            "hold_guard": {"max_hold_s": round(limit, 3), "forced_offs": int(constraint.forced[k])} if limit else None,
         })
         written.append(mid)
         log.info("%s: %d notes, %.1f s", mid, len(ns.notes), ns.total_time)
@@ -318,6 +343,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--program", type=int, default=0, help="General MIDI program of the output (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (slow)")
+    p.add_argument("--no-hold-guard", action="store_true",
+                   help="let notes ring as long as the model holds them (by default a note held longer than twice "
+                        "the training notes' 99th percentile is ended)")
+    p.add_argument("--max-hold-seconds", type=float, default=None, metavar="S",
+                   help="the hold guard's limit in seconds (default: from the model's config.json)")
+    p.add_argument("--no-note-off-mask", action="store_true",
+                   help="let the model end notes that are not sounding (by default a note-off may only end a "
+                        "sounding note: an off for a silent pitch means nothing, and spending offs there leaves "
+                        "sounding notes held)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -328,7 +362,8 @@ def main(args: argparse.Namespace) -> int:
         name=args.name, num_samples=args.num_samples, seconds=None if args.tokens else args.seconds,
         tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         primer_midi=args.primer_midi, primer_piece=piece, primer_seconds=args.primer_seconds,
-        include_primer=not args.no_primer_in_output, program=args.program)
+        include_primer=not args.no_primer_in_output, program=args.program, note_off_mask=not args.no_note_off_mask,
+        hold_guard=not args.no_hold_guard, max_hold_seconds=args.max_hold_seconds)
     res = generate(args.model_dir, args.output_dir, args.config_dir, defaults, args.device, not args.no_cache)
     for path in res["written"]:
         print(path)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..music.performance import note_seconds
 from ..music.tfrecord_io import load_split
 from ..util import StageError, atomic_path, write_json
 from . import finetune
@@ -55,7 +56,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
 # Fine-tuning a model folder (--init base|DIR): a short warm-up, a lower peak, frequent evaluation and early
 # stopping, since a user's few pieces are learned (and then over-learned) within minutes.
 FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=3e-4, warmup=20, eval_every=20, checkpoint_every=40,
-                         patience=8, dropout=0.1)
+                         patience=8, dropout=0.0, replay=0.5)  # dropout 0: as the base was trained
 
 
 @dataclass
@@ -90,6 +91,7 @@ class TrainOptions:
     max_rollbacks: int = 5
     init: str = "scratch"  # "scratch", "base" (the shipped base model) or a model folder to fine-tune
     patience: int | None = None  # stop after this many evaluations without a better eval NLL
+    replay: float | None = None  # share of each batch from the init model's rehearsal set (fine-tuning: 0.5)
     model_overrides: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainOptions:
@@ -197,6 +199,34 @@ class WindowSampler:
         self.rng.bit_generator.state = state["chunk_state"]
         self._new_chunk()
         self.index = int(state["index"])
+
+
+class MixedSampler:
+    """Batches of the user's windows with rehearsal windows (the base model's corpus) mixed in: ``replay`` of
+    each batch comes from the corpus, so fine-tuning keeps seeing the music the base learned from."""
+
+    def __init__(self, pieces: list[np.ndarray], replay: list[np.ndarray], batch_size: int, window: int, seed: int,
+                 share: float):
+        n_replay = min(batch_size - 1, max(1, round(batch_size * share)))
+        self.user = WindowSampler(pieces, batch_size - n_replay, window, seed)
+        self.replay = WindowSampler(replay, n_replay, window, seed + 1)
+
+    def next(self) -> list[np.ndarray]:
+        return self.user.next() + self.replay.next()
+
+    def state(self) -> dict:
+        return {"user": self.user.state(), "replay": self.replay.state()}
+
+    def set_state(self, state: dict) -> None:
+        self.user.set_state(state["user"])
+        self.replay.set_state(state["replay"])
+
+
+def make_sampler(pieces: list[np.ndarray], replay: list[np.ndarray], opts: TrainOptions, window: int):
+    """The training batches: the data set's windows alone, or mixed with rehearsal windows (--replay)."""
+    if replay and opts.replay and opts.replay > 0 and opts.batch_size > 1:
+        return MixedSampler(pieces, replay, opts.batch_size, window, opts.seed, opts.replay)
+    return WindowSampler(pieces, opts.batch_size, window, opts.seed)
 
 
 def collate(windows: list[np.ndarray], pad_id: int):
@@ -537,7 +567,11 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     model = model.to(device)
     impl = model.set_attn_impl(opts.attn_impl, amp_dtype=amp_dtype)
     opt = make_optimizer(model, opts, device)
-    sampler = WindowSampler(train_pieces, opts.batch_size, window, opts.seed)
+    replay = finetune.load_replay(init_dir, cfg.vocab_size, cfg.pad_id) if opts.replay else []
+    sampler = make_sampler(train_pieces, replay, opts, window)
+    if isinstance(sampler, MixedSampler):
+        log.info("rehearsal: %d corpus windows shipped with %s, %d of every %d windows", len(replay), init_dir,
+                 sampler.replay.batch_size, opts.batch_size)
     ev_windows = eval_windows(eval_pieces, window, opts.eval_windows)
     log.info("model %s (%s attention, %s kernel): %.2fM parameters on %s%s%s",
              f"fine-tuned from {init_dir}" if init_dir else opts.config, cfg.attention, impl,
@@ -656,10 +690,12 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         if best.load_into(model):  # the model folder holds the weights with the best eval NLL
             nll, acc = best.nll, best.accuracy
         save_model_dir(model, out_dir, {
-            "config_name": opts.config, "step": step, "tokens_seen": tokens_seen, "attn_impl": impl,
+            "config_name": finetune.config_name(init_dir) if init_dir else opts.config, "step": step,
+            "tokens_seen": tokens_seen, "attn_impl": impl,
             "init": str(init_dir) if init_dir else "scratch", "best_step": best.step,
             "eval_nll": nll, "eval_accuracy": acc, "complete": not stopped_early,
             "train_seconds": round(time.monotonic() - t_start, 1),
+            "note_seconds": note_seconds(train_pieces),  # what the hold guard of generate goes by
             "first_tokens": {str(k): int(v) for k, v in zip(*np.unique([int(p[0]) for p in train_pieces],
                                                                          return_counts=True))}})
         primer_src = [(f"eval:{i}", p) for i, p in enumerate(eval_pieces)]
@@ -713,6 +749,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scratch, or a model folder")
     p.add_argument("--patience", type=int, default=None,
                    help="stop after N evaluations without a better eval NLL (default 8 when fine-tuning)")
+    p.add_argument("--replay", type=float, default=None, metavar="SHARE",
+                   help="share of each fine-tuning batch taken from the rehearsal windows shipped with the init "
+                        "model (the base model's corpus; default 0.5, 0 for none): the model keeps what it knew")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -725,7 +764,7 @@ def main(args: argparse.Namespace) -> int:
                         seq_len=args.seq_len, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                         keep=args.keep, attention=args.attention, dropout=args.dropout, seed=args.seed,
                         device=args.device, attn_impl=args.attn_impl, compile=args.compile, amp=args.amp,
-                        resume=args.resume, init=args.init, patience=args.patience)
+                        resume=args.resume, init=args.init, patience=args.patience, replay=args.replay)
     res = train(args.data_dir, args.output_dir, opts)
     resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from is not None else ""
     start = f"fine-tuned from {res.init}, " if res.init else ""

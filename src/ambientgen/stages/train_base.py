@@ -25,7 +25,9 @@ import shutil
 import time
 from pathlib import Path
 
+from ..music.performance import note_seconds
 from ..util import StageError, atomic_path, write_json
+from .finetune import REPLAY_FILE, REPLAY_WINDOWS, load_replay
 
 HELP = "train the base Music Transformer on the music21 corpus (resumable), or export it for the package"
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else HELP
@@ -143,14 +145,41 @@ def export_base(out: str | Path, dest: str | Path) -> Path:
         "data": {"pieces": corpus["pieces"], "notes": corpus["notes"], "hours": corpus["hours"],
                  "train_tokens": sp["train"]["tokens"], "eval_tokens": sp["eval"]["tokens"]},
     }
-    write_json(dest / "config.json", shipped)
     if (model_dir / "primers.json").is_file():
         shutil.copyfile(model_dir / "primers.json", dest / "primers.json")
+    shipped["replay"] = write_replay(out / "dataset", dest / REPLAY_FILE, length=meta["model"]["max_len"] + 1)
+    shipped["note_seconds"] = note_seconds(load_replay(dest, meta["model"]["vocab_size"], meta["model"]["pad_id"]))
+    write_json(dest / "config.json", shipped)
     with atomic_path(dest / "TRAINING.md") as tmp:
         tmp.write_text(training_md(shipped, corpus, summary, runs, _curve(model_dir / "metrics.csv")))
     print(f"{dest}: {sum(t.numel() for t in tensors.values()) / 1e6:.2f}M parameters, "
           f"{(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB, eval NLL {meta.get('eval_nll')}")
     return dest
+
+
+def write_replay(dataset_dir: Path, dest: Path, count: int = REPLAY_WINDOWS, length: int = 513,
+                 seed: int = 0) -> dict:
+    """A rehearsal set for fine-tuning: ``count`` random windows of the corpus's training split (int16 ids,
+    PAD after a short piece's end), so that fine-tuning on a user's few pieces keeps seeing the music the base
+    learned from and does not unlearn what it knew (how to end notes, above all)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ..music import performance as perf
+    from ..music.tfrecord_io import load_split
+
+    pieces = load_split(dataset_dir, "train")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    lengths = np.array([len(p) for p in pieces], dtype=np.float64)
+    out = np.full((count, length), perf.PAD_ID, dtype=np.int16)
+    for row, i in enumerate(rng.choice(len(pieces), size=count, p=lengths / lengths.sum())):
+        p = pieces[i]
+        start = int(rng.integers(0, max(1, len(p) - length + 1)))
+        w = p[start:start + length]
+        out[row, :len(w)] = w
+    with atomic_path(dest) as tmp:
+        save_file({"tokens": out}, str(tmp), metadata={"what": "corpus training windows for rehearsal"})
+    return {"windows": count, "length": length, "tokens": int((out != perf.PAD_ID).sum()), "seed": seed}
 
 
 def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], curve: list[dict]) -> str:
@@ -194,6 +223,17 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
               f"{float(r['eval_accuracy']):.3f} |" for r in curve]
     lines += ["", f"Final held-out NLL: **{shipped['eval_nll']:.4f}** nats per token "
               f"(accuracy {shipped['eval_accuracy']:.3f}).", ""]
+    if shipped.get("replay"):
+        r = shipped["replay"]
+        lines += ["## Rehearsal set", "", f"`{REPLAY_FILE}`: {r['windows']:,} random windows of {r['length']} tokens "
+                  f"from the training split ({r['tokens']:,} tokens, seed {r['seed']}). Fine-tuning mixes them into "
+                  "its batches (`ambientgen train --replay`), so that a few of the user's pieces do not make the "
+                  "model forget the rest of music.", ""]
+    if shipped.get("note_seconds"):
+        n = shipped["note_seconds"]
+        lines += [f"Note lengths in these windows (`note_seconds` in config.json, what `generate`'s hold guard goes "
+                  f"by): median {n['p50']:g} s, 90th percentile {n['p90']:g} s, 99th percentile {n['p99']:g} s "
+                  f"({n['notes']:,} notes).", ""]
     return "\n".join(lines)
 
 
