@@ -227,9 +227,6 @@ def run_pipeline(store: Store, spec: PipelineSpec, parallelism: int = 1) -> JobR
     def one(d: Datum) -> DatumResult:
         return run_datum(store, spec, d, job.id or "", out_commit_id)
 
-    if todo:  # a job can take minutes (training): say what it is doing before it starts
-        log.info("%s: job %s running %d of %d datums (%d done before)", spec.name, short(job.id), len(todo),
-                 len(results), len(results) - len(todo))
     try:
         _run_datums(spec, todo, results, one, parallelism)
     except KeyboardInterrupt:
