@@ -101,7 +101,7 @@ VARIANTS = {  # name -> (init, rehearsal share, dropout; None: the fine-tuning d
 
 def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, pieces: int) -> dict:
     """Train one variant, generate pieces as the model samples them (no note-off mask, no hold guard: the figures
-    the goals are judged on) and as `generate` does by default (mask and guard on), and score both."""
+    the goals are judged on) and as `generate` does by default (the note-off mask), and score both."""
     from ambientgen.stages.evaluate_generation import evaluate_generation
     from ambientgen.stages.generate import GenerationRequest, generate
     from ambientgen.stages.train import TrainOptions, train
@@ -114,8 +114,7 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
     train_s = time.monotonic() - t
     quality = {}
     for shipped in (False, True):
-        req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1, note_off_mask=shipped,
-                                hold_guard=shipped)
+        req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1, note_off_mask=shipped)
         gen = out / ("gen-default" if shipped else "gen")
         generate(out / "model", gen, defaults=req)
         quality[shipped] = evaluate_generation(gen, midi, ds)
@@ -155,7 +154,7 @@ def main() -> None:
         print(f"\n== {name}: {args.minutes:g} min each, {args.pieces} pieces of 30 s")
         names = list(r)
         shipped = r.get("base") or r[names[-1]]  # the last column: base (or the last variant) as generate's defaults
-        print(f"{'measure':<22}" + "".join(f"{v:>15}" for v in names) + f"{'+mask+guard':>15}{'reference':>11}")
+        print(f"{'measure':<22}" + "".join(f"{v:>15}" for v in names) + f"{'+mask':>15}{'reference':>11}")
         for c in cols:
             vals = [r[i]["eval_nll_common"] if c == "eval_nll_common" else r[i]["quality"].get(c) for i in names]
             vals.append(None if c == "eval_nll_common" else shipped["quality_default"].get(c))
@@ -175,7 +174,7 @@ def main() -> None:
             "longest copy < 64 events": q.get("longest_copy", 0) < 64,
         }
         print(f"ratio eval NLL base+ft / scratch: {b['eval_nll_common'] / s['eval_nll_common']:.3f} "
-              "(goals judged on 'base' without the mask and the guard)")
+              "(goals judged on 'base' without the mask)")
         for g, ok in goals.items():
             print(f"  {'met ' if ok else 'MISS'} {g}")
 

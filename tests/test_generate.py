@@ -190,9 +190,9 @@ def test_hold_guard_ends_notes_held_too_long(model_dir, tmp_path):
 
     model, meta = load_model_dir(model_dir)
     p99 = meta["note_seconds"]["p99"]
-    assert hold_limit(GenerationRequest(), meta) == pytest.approx(max(1.0, 2 * p99))
-    assert hold_limit(GenerationRequest(hold_guard=False), meta) is None
-    assert hold_limit(GenerationRequest(max_hold_seconds=3.0), meta) == 3.0
+    assert hold_limit(GenerationRequest(hold_guard=True), meta) == pytest.approx(max(1.0, 2 * p99))
+    assert hold_limit(GenerationRequest(), meta) is None  # off by default
+    assert hold_limit(GenerationRequest(hold_guard=True, max_hold_seconds=3.0), meta) == 3.0
 
     def longest(rows) -> float:
         return max((n.end_time - n.start_time for r in rows for n in perf.decode(r).notes), default=0.0)
@@ -205,6 +205,6 @@ def test_hold_guard_ends_notes_held_too_long(model_dir, tmp_path):
     assert longest(free.tolist()) > 1.5 and int(guard.forced.sum()) > 0
 
     out = generate(model_dir, tmp_path / "g", defaults=GenerationRequest(name="g", tokens=200, seed=1,
-                                                                       max_hold_seconds=0.5))
+                                                                       hold_guard=True, max_hold_seconds=0.5))
     side = json.loads(out["written"][0].with_suffix(".json").read_text())
     assert side["hold_guard"]["max_hold_s"] == 0.5 and side["hold_guard"]["forced_offs"] >= 0

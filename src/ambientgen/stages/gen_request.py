@@ -42,7 +42,7 @@ class GenerationRequest:
     include_primer: bool = True
     program: int = 0
     note_off_mask: bool = True  # a note-off may only end a sounding note (music.performance.SoundingNotes)
-    hold_guard: bool = True  # end a note held far longer than the training music's notes
+    hold_guard: bool = False  # end a note held far longer than the training music's notes (off: see RESULTS)
     max_hold_seconds: float | None = None  # the guard's limit (default: twice the training notes' 99th percentile)
     # how the render stage plays the pieces (it reads them from the sidecar; its own options win)
     preset: str | None = None

@@ -25,7 +25,7 @@ primer_seconds     -           use only the first seconds of the primer
 include_primer     true        the output .mid starts with the primer
 program            0           General MIDI program of the output notes
 note_off_mask      true        a note-off may only end a sounding note (false: sample the model as it is)
-hold_guard         true        end a note held far longer than the training music's notes ...
+hold_guard         false       end a note held far longer than the training music's notes ...
 max_hold_seconds   -           ... longer than this (default: twice their 99th percentile, from config.json)
 preset             -           render preset for these pieces (``ambientgen render --help``)
 loop_minutes       -           render each piece as a seamless loop of this many minutes
@@ -343,9 +343,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--program", type=int, default=0, help="General MIDI program of the output (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ...")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context each step (slow)")
-    p.add_argument("--no-hold-guard", action="store_true",
-                   help="let notes ring as long as the model holds them (by default a note held longer than twice "
-                        "the training notes' 99th percentile is ended)")
+    p.add_argument("--hold-guard", action="store_true",
+                   help="end a note held longer than twice the training notes' 99th percentile (off by default: "
+                        "the model tends to strike the notes it was made to end again)")
     p.add_argument("--max-hold-seconds", type=float, default=None, metavar="S",
                    help="the hold guard's limit in seconds (default: from the model's config.json)")
     p.add_argument("--no-note-off-mask", action="store_true",
@@ -363,7 +363,7 @@ def main(args: argparse.Namespace) -> int:
         tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         primer_midi=args.primer_midi, primer_piece=piece, primer_seconds=args.primer_seconds,
         include_primer=not args.no_primer_in_output, program=args.program, note_off_mask=not args.no_note_off_mask,
-        hold_guard=not args.no_hold_guard, max_hold_seconds=args.max_hold_seconds)
+        hold_guard=args.hold_guard or args.max_hold_seconds is not None, max_hold_seconds=args.max_hold_seconds)
     res = generate(args.model_dir, args.output_dir, args.config_dir, defaults, args.device, not args.no_cache)
     for path in res["written"]:
         print(path)
