@@ -11,27 +11,20 @@ Then a 10-minute loop with a binaural tone and brown noise under it: the largest
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from ambientgen.util import cpu_name
 
 
 def main() -> int:
+    import argparse
     import json
 
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     import pyloudnorm
     import soundfile
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,14 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from ambientgen.util import cpu_name
+
 os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def make_piece(dest: Path) -> float:

@@ -142,3 +142,16 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be above zero, got {value}")
     return value
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), for benchmark and training records."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -20,13 +20,12 @@ import csv
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
 from ..music.performance import note_seconds
-from ..util import StageError, atomic_path, write_json
+from ..util import StageError, atomic_path, cpu_name, write_json
 from .finetune import REPLAY_FILE, REPLAY_WINDOWS, load_replay
 
 HELP = "train the base Music Transformer on the music21 corpus (resumable), or export it for the package"
@@ -55,15 +54,7 @@ def machine() -> str:
         threads = torch.get_num_threads()
     except ImportError:
         threads = os.cpu_count()
-    cpu = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {threads} torch threads"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads"
 
 
 def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, limit: int | None) -> dict:
