@@ -2,8 +2,8 @@
 from the same model without it, scored by pitch-class and melodic-interval histogram overlap with the liked piece.
 
 For each model: --liked pieces are generated unprimed (the pieces a listener would pick from); for each liked
-piece, --k variations are made exactly as `compose --more-like` asks for them (its first 20 s as primer, the
-primer left out of the output) and --k pieces without a primer (other seeds). Only the new music is scored, so
+piece, --k variations are made exactly as `compose --more-like` asks for them (its first 20 s, or half of a
+shorter piece, as primer, the primer left out of the output) and --k pieces without a primer (other seeds). Only the new music is scored, so
 a variation gains nothing from repeating its primer. The last lines print, per model, the mean overlaps of both
 kinds and the share of liked pieces whose variations are closer.
 
@@ -28,7 +28,7 @@ def notes_of(path: Path):
     from ambientgen.music.midi_io import load_midi
     from ambientgen.music.quality import Notes
 
-    return Notes.of(load_midi(path))
+    return Notes.of(load_midi(path, allow_empty=True))  # a variation may be empty: the model ended at the primer
 
 
 def closeness(a, b) -> tuple[float, float]:
@@ -38,7 +38,7 @@ def closeness(a, b) -> tuple[float, float]:
 
 
 def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> dict:
-    from ambientgen.compose import MORE_LIKE_PRIMER_S
+    from ambientgen.compose import primer_seconds
     from ambientgen.stages.gen_request import GenerationRequest
     from ambientgen.stages.generate import generate
 
@@ -49,7 +49,7 @@ def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> 
                                                                            **common))["written"][0]
         var = generate(model, work / "var", defaults=GenerationRequest(
             name=f"var{i}", num_samples=k, seed=2000 + i, primer_midi=str(liked),
-            primer_seconds=MORE_LIKE_PRIMER_S, include_primer=False, **common))["written"]
+            primer_seconds=primer_seconds(liked), include_primer=False, **common))["written"]
         plain = generate(model, work / "plain", defaults=GenerationRequest(
             name=f"plain{i}", num_samples=k, seed=3000 + i, **common))["written"]
         target = notes_of(liked)
