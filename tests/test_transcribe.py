@@ -176,6 +176,23 @@ def test_transcribes_mp3_directly(rendered, tmp_path):
     assert res.outputs and tr.onset_scores(rendered["refs"]["bwv347"], est)["f1"] > F1_FLOOR
 
 
+def test_a_midi_input_is_its_own_transcription(rendered, tmp_path):
+    """A MIDI file among the inputs is copied as it is (checked with the MIDI limits) under NAME-midi.mid, so the
+    score beside its recording never collides with the recording's transcription; a broken one fails alone."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(rendered["wav"] / "bwv269.wav", src / "bwv269.wav")
+    shutil.copy(rendered["root"] / "bwv269.mid", src / "bwv269.mid")
+    (src / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 not a track")
+    res = transcribe_dir(src, tmp_path / "out")
+    assert set(res.outputs) == {"bwv269.wav", "bwv269.mid"} and set(res.failed) == {"broken.mid"}
+    given = tmp_path / "out" / "bwv269-midi.mid"
+    assert given.read_bytes() == (src / "bwv269.mid").read_bytes()
+    side = json.loads(given.with_suffix(".json").read_text())
+    assert side["backend"] == "midi" and side["notes"] == len(rendered["refs"]["bwv269"].notes)
+    assert (tmp_path / "out" / "bwv269.mid").is_file()  # the recording's own transcription, beside it
+
+
 def test_onsets_frames_missing_module_or_checkpoint_is_clear(tmp_path, capsys):
     with pytest.raises(StageError) as err:
         load_onsets_frames(tmp_path / "missing.safetensors")

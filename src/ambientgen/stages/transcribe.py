@@ -126,6 +126,13 @@ def transcribe_file(transcriber: Any, src: str | Path, out_dir: str | Path, out_
     return sidecar
 
 
+def given_midi_name(rel: str) -> str:
+    """Where a MIDI input goes: NAME-midi.mid, so that song.mid beside song.mp3 (transcribed to song.mid) never
+    collides with it."""
+    p = Path(rel)
+    return p.with_name(f"{p.stem}-midi.mid").as_posix()
+
+
 def take_midi(src: str | Path, out_dir: str | Path, out_rel: str | Path, source_name: str | None = None
               ) -> dict[str, Any]:
     """A MIDI file among the inputs is its own transcription: checked with the MIDI limits, copied as it is, and
@@ -175,12 +182,13 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
         transcriber = make_transcriber(backend, checkpoint, params, stream, threads)
     taken: dict[str, str] = {}
     for path, rel in progress(audio, "transcribe", unit="file"):
-        out_rel = Path(rel).with_suffix(".mid").as_posix()
+        given = path.suffix.lower() in MIDI_SUFFIXES
+        out_rel = given_midi_name(rel) if given else Path(rel).with_suffix(".mid").as_posix()
         try:
             if out_rel in taken:
                 raise StageError(path, f"output {out_rel} already written from {taken[out_rel]}; rename one of them")
             taken[out_rel] = rel
-            if path.suffix.lower() in MIDI_SUFFIXES:
+            if given:
                 result.outputs[rel] = take_midi(path, output_dir, out_rel, source_name=rel)
             else:
                 result.outputs[rel] = transcribe_file(transcriber, path, output_dir, out_rel, source_name=rel)
