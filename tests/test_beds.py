@@ -12,7 +12,16 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from ambientgen.music.beds import BedSpec, Binaural, Mixer, MotionSpec, make_bed, parse_bed, parse_bed_option
+from ambientgen.music.beds import (
+    BedSpec,
+    Binaural,
+    Mixer,
+    MotionSpec,
+    make_bed,
+    parse_bed,
+    parse_bed_option,
+    parse_bed_options,
+)
 from ambientgen.music.presets import load_presets
 from ambientgen.stages.render import RenderOptions, render_file
 from ambientgen.util import StageError
@@ -111,6 +120,9 @@ def test_auto_pan_moves_the_music_between_the_ears():
 
 def test_bed_options_and_presets_are_checked(tmp_path):
     assert parse_bed_option("rain:-9").level == -9.0
+    assert parse_bed_options(["none"]) == [] and len(parse_bed_options(["rain", "binaural:-20"])) == 2
+    with pytest.raises(ValueError):
+        parse_bed_options(["none", "rain"])  # "none" means no bed at all, never one among others
     assert parse_bed_option("pink-noise") == BedSpec("pink-noise", -14.0, {})
     for bad in ("thunder", "rain:loud", "rain:-90"):
         with pytest.raises(ValueError):

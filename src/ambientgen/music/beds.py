@@ -96,6 +96,13 @@ def parse_bed_option(text: str) -> BedSpec:
     return parse_bed(raw)
 
 
+def parse_bed_options(texts: list[str] | tuple[str, ...]) -> list[BedSpec]:
+    """A list of bed options (``--bed`` or a request's ``beds``); ``["none"]`` alone means no bed at all."""
+    if list(texts) == ["none"]:
+        return []
+    return [parse_bed_option(t) for t in texts]
+
+
 def parse_motion(raw: dict[str, Any]) -> MotionSpec:
     kind = raw.get("type")
     if kind not in MOTION_TYPES:
@@ -208,7 +215,7 @@ class Mixer:
 
         self.rate, self.motion, self.seed = sample_rate, motion, seed
         self.beds: list[tuple[BedSpec, Any, float]] = []
-        self.measured: list[dict[str, float | str]] = []
+        self.described: list[dict[str, float | str]] = []  # each bed as asked (for the rendering's JSON)
         for i, spec in enumerate(beds):
             meter = LoudnessMeter(sample_rate)
             probe = make_bed(spec, seed + 101 * i, sample_rate)
@@ -217,7 +224,7 @@ class Mixer:
             own = meter.integrated()
             gain = 10 ** ((music_lufs + spec.level - own) / 20) if math.isfinite(own) else 0.0
             self.beds.append((spec, make_bed(spec, seed + 101 * i, sample_rate), gain))
-            self.measured.append({"type": spec.type, "level_lu": spec.level, **spec.params})
+            self.described.append({"type": spec.type, "level_lu": spec.level, **spec.params})
 
     def __bool__(self) -> bool:
         return bool(self.beds or self.motion)

@@ -110,16 +110,14 @@ class GenerationRequest:
         if self.loop_minutes is not None and not 0 < self.loop_minutes <= MAX_LOOP_MINUTES:
             raise bad(f"loop_minutes must be between 0 and {MAX_LOOP_MINUTES:g} (got {self.loop_minutes:g})")
         if self.beds is not None:
-            from ..music.beds import parse_bed_option
+            from ..music.beds import parse_bed_options
 
             if not isinstance(self.beds, list) or len(self.beds) > 8 or not all(isinstance(b, str) for b in self.beds):
                 raise bad(f"beds must be a list of up to 8 names such as [\"rain:-12\"], not {self.beds!r}"[:200])
-            for b in self.beds:
-                if b != "none":
-                    try:
-                        parse_bed_option(b)
-                    except ValueError as exc:
-                        raise bad(f"beds: {exc}") from None
+            try:
+                parse_bed_options(self.beds)
+            except ValueError as exc:
+                raise bad(f"beds: {exc}") from None
         return self
 
 

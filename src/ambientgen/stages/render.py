@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..music.beds import BED_TYPES, BINAURAL_CAUTION, BedSpec, Mixer, parse_bed_option
+from ..music.beds import BED_TYPES, BINAURAL_CAUTION, BedSpec, Mixer, parse_bed_options
 from ..music.loudness import LoudnessMeter, db
 from ..music.midi_io import MIDI_SUFFIXES, MidiLimits, load_pretty_midi
 from ..music.mixdown import AudioWriter, arrange, loop_layout
@@ -92,10 +92,8 @@ class RenderOptions:
 
 def parse_beds(specs: tuple[str, ...] | list[str], where: str | Path | None) -> list[BedSpec]:
     """Bed options ("rain:-12"; "none" alone for no bed) as BedSpecs; StageError naming where they came from."""
-    if list(specs) == ["none"]:
-        return []
     try:
-        return [parse_bed_option(s) for s in specs]
+        return parse_bed_options(specs)
     except ValueError as exc:
         raise StageError(where, str(exc)) from None
 
@@ -248,7 +246,7 @@ def render_file(midi: str | Path, out_stem: str | Path, options: RenderOptions |
         loop_minutes=loop_minutes, piece_loudness_lufs=round(piece_lufs, 2), target_loudness_lufs=target,
         gain_db=round(gain_db, 2), loudness_lufs=round(piece_lufs + gain_db, 2),
         peak_dbfs=round(db(out_peak), 2), files=[p.name for p in written],
-        render_seconds=round(time.perf_counter() - t_start, 2), beds=mixer.measured,
+        render_seconds=round(time.perf_counter() - t_start, 2), beds=mixer.described,
         motion=[m.type for m in preset.motion], loop_seams_s=seams, generation=sidecar,
     )
     write_json(out_stem.with_suffix(".json"), asdict(info))
