@@ -93,9 +93,9 @@ def run_chain(run_dir: Path, music_dir: Path, requests_dir: Path, pipelines: Pat
               parallelism: int = 1, what: str = "your music", record: dict | None = None) -> dict:
     """Mirror music_dir and requests_dir into the store's input repos, run every pipeline, export, report.
 
-    ``record`` joins the summary (RUN_DIR/run.json, which the report reads).
-    Returns the summary (also RUN_DIR/run.json); raises StageError naming the failed pipelines after the export
-    and the report are written, so what did succeed can still be looked at.
+    Returns the summary (also RUN_DIR/run.json, which the report reads; ``record`` joins it); raises StageError
+    naming the failed pipelines after the export and the report are written, so what did succeed can still be
+    looked at.
     """
     from .local import Store, run_pipelines
     from .report.html import build_report

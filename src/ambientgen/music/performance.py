@@ -158,20 +158,14 @@ def encode(ns: NoteSequence, drop_drums: bool = True, sustain: bool = True) -> n
     return encode_arrays(*note_arrays(ns, drop_drums=drop_drums, sustain=sustain))
 
 
-def decode(ids: Iterable[int] | np.ndarray, program: int = 0) -> NoteSequence:
-    """Event ids -> NoteSequence, as note_seq's Performance.to_sequence does it.
-
-    PAD, EOS and ids outside the vocabulary are ignored; a NOTE_OFF with no sounding note of its pitch is
-    ignored; zero-length notes are dropped; notes still sounding at the end are closed there.
-    """
-    from note_seq.protobuf import music_pb2
-
-    seq = music_pb2.NoteSequence()
-    seq.ticks_per_quarter = 220  # note_seq's STANDARD_PPQ
+def _note_spans(ids: Iterable[int] | np.ndarray) -> tuple[list[tuple[int, int, int, int]],
+                                                          dict[int, deque[tuple[int, int]]], int]:
+    """Pair NOTE_ONs with NOTE_OFFs (an off ends the oldest sounding note of its pitch; one for a silent pitch is
+    ignored): ([(pitch, start step, end step, velocity)], {pitch: notes still sounding}, the last step)."""
     sounding: dict[int, deque[tuple[int, int]]] = {}
     step = 0
     velocity = DEFAULT_VELOCITY
-    spent: list[tuple[int, int, int, int]] = []  # (pitch, start step, end step, velocity)
+    spent: list[tuple[int, int, int, int]] = []
     for raw in _flat(ids):
         i = int(raw)
         if i < NOTE_ON_OFFSET or i >= VOCAB_SIZE:
@@ -187,6 +181,20 @@ def decode(ids: Iterable[int] | np.ndarray, program: int = 0) -> NoteSequence:
             step += i - TIME_SHIFT_OFFSET + 1
         else:
             velocity = bin_to_velocity(i - VELOCITY_OFFSET + 1)
+    return spent, sounding, step
+
+
+def decode(ids: Iterable[int] | np.ndarray, program: int = 0) -> NoteSequence:
+    """Event ids -> NoteSequence, as note_seq's Performance.to_sequence does it.
+
+    PAD, EOS and ids outside the vocabulary are ignored; a NOTE_OFF with no sounding note of its pitch is
+    ignored; zero-length notes are dropped; notes still sounding at the end are closed there.
+    """
+    from note_seq.protobuf import music_pb2
+
+    seq = music_pb2.NoteSequence()
+    seq.ticks_per_quarter = 220  # note_seq's STANDARD_PPQ
+    spent, sounding, step = _note_spans(ids)
     for pitch, queue in sounding.items():
         spent.extend((pitch, start, step, vel) for start, vel in queue)
     for pitch, start, stop, vel in spent:
@@ -241,19 +249,8 @@ def event_type_counts(ids: Sequence[int] | np.ndarray) -> dict[str, Any]:
 def note_seconds(pieces: Sequence[np.ndarray], limit: int = 400) -> dict[str, float] | None:
     """Percentiles of note length (seconds) in event sequences (the first ``limit`` of them), for the model's
     config.json: what a held note looks like in the music it learned from. None when they hold no notes."""
-    lengths: list[float] = []
-    for ids in pieces[:limit]:
-        open_at: dict[int, list[int]] = {}
-        now = 0
-        for t in np.asarray(ids, dtype=np.int64).tolist():
-            if NOTE_ON_OFFSET <= t < NOTE_OFF_OFFSET:
-                open_at.setdefault(t - NOTE_ON_OFFSET, []).append(now)
-            elif NOTE_OFF_OFFSET <= t < TIME_SHIFT_OFFSET:
-                started = open_at.get(t - NOTE_OFF_OFFSET)
-                if started:
-                    lengths.append((now - started.pop(0)) / STEPS_PER_SECOND)
-            elif TIME_SHIFT_OFFSET <= t < VELOCITY_OFFSET:
-                now += t - TIME_SHIFT_OFFSET + 1
+    lengths = [(stop - start) / STEPS_PER_SECOND for ids in pieces[:limit]
+               for _, start, stop, _ in _note_spans(ids)[0]]  # ended notes only: a window cuts the others
     if not lengths:
         return None
     p50, p90, p99 = np.percentile(lengths, [50, 90, 99])
