@@ -23,6 +23,7 @@ from .page import (
     kv_table,
     number,
     read_json,
+    records_table,
     roll_for,
 )
 
@@ -152,8 +153,6 @@ def section_quality(report: Report) -> str:
                   "at once": number(p.get("polyphony"), "", 1), "longest tenth": number(p.get("duration_p90"), "s", 1),
                   "stuck": cell(p.get("stuck_rate"), "%", 1), "melodic steps": cell(p.get("interval_overlap"), "%", 0),
                   "longest copy": p.get("longest_copy")} for p in res["pieces"]]
-    from .page import records_table
-
     return ("<p>How the new pieces compare with your music (its transcriptions): the closer the two columns, the "
             f"closer to your style. A stuck note lasts longer than {number(res['stuck_threshold_s'], 's', 1)} "
             "(twice the longest 1% of your notes).</p><div class=scroll><table><tr><th>measure</th><th>new pieces"
