@@ -4,13 +4,13 @@ PY_BOOT ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.stamp-$(shell cat requirements.txt requirements-nodeps.txt pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.stamp-$(shell cat requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml | sha1sum | cut -c1-12)
 RUN_DIR ?= runs/demo
 REGISTRY ?= docker.io/ambientgen
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PACH_ARGS ?=
 
-.PHONY: help demo test test-fast test-tensorflow lint system-deps venv bench images push-images deploy-pipelines put-mp3 put-config wait-jobs get-results undeploy clean
+.PHONY: help demo test test-fast test-tensorflow lint system-deps venv bench images test-images push-images deploy-pipelines put-mp3 put-config wait-jobs get-results undeploy clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -18,10 +18,10 @@ help:  ## list targets
 system-deps:  ## ffmpeg + fluidsynth + GM soundfont (apt-get when root and missing)
 	@bash scripts/system_deps.sh
 
-$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	@test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip 'setuptools<81' wheel
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps -r requirements-nodeps.txt
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.stamp-*; touch $@
@@ -41,7 +41,7 @@ test-fast: venv  ## tests without the slow ones
 test-tensorflow: system-deps  ## the optional tests that read our TFRecords with real TensorFlow (own venv: .venv-tf)
 	@test -x .venv-tf/bin/python || $(PY_BOOT) -m venv .venv-tf
 	.venv-tf/bin/pip install -q 'setuptools<81' wheel
-	.venv-tf/bin/pip install -q -r requirements.txt tensorflow-cpu==2.21.0
+	.venv-tf/bin/pip install -q -r requirements.txt -r requirements-dev.txt tensorflow-cpu==2.21.0
 	.venv-tf/bin/pip install -q --no-deps -r requirements-nodeps.txt
 	.venv-tf/bin/pip install -q --no-deps --no-build-isolation -e .
 	.venv-tf/bin/python -m pytest -q -m tensorflow tests/test_dataset_tfrecord.py
@@ -54,6 +54,9 @@ bench: system-deps venv  ## run every benchmark (prints ratios; see bench/RESULT
 
 images:  ## build one Docker image per stage (needs a Docker engine)
 	bash scripts/build_images.sh $(REGISTRY) $(VERSION)
+
+test-images: system-deps venv  ## build every image with buildah (root; apt-get install buildah mmdebstrap) and run the chain in them
+	$(PY) scripts/test_images.py $(TEST_IMAGES_ARGS)
 
 push-images:  ## push the images to REGISTRY
 	bash scripts/build_images.sh $(REGISTRY) $(VERSION) --push

@@ -13,8 +13,12 @@
 # (the bases are only build inputs). Deploy with `scripts/pach.py deploy --registry REGISTRY` when REGISTRY
 # is not docker.io/ambientgen.
 #
-# Environment: DOCKER (default docker; podman works), PLATFORM (e.g. linux/amd64, the GPU nodes' platform),
-# STAGES (space-separated subset), CPU_TORCH_INDEX_URL, CUDA_TORCH_INDEX_URL (default: PyPI's CUDA build),
+# Environment: DOCKER (default docker; podman and buildah work), PLATFORM (e.g. linux/amd64, the GPU nodes'
+# platform), STAGES (space-separated subset), CPU_TORCH_INDEX_URL, CUDA_TORCH_INDEX_URL (default: PyPI's CUDA
+# build), TORCH_WHEELS (a folder holding the CPU torch wheel: the CPU base takes torch from there, not from an
+# index), PYTHON_IMAGE (the bases' Python image, default python:3.11.13-slim-bookworm), BUILD_OPTS (more options
+# for every build, e.g. "-v /etc/ssl/certs:/etc/ssl/certs:ro --build-arg PIP_CERT=/etc/ssl/certs/ca-certificates.crt"),
+# NO_CUDA=1 (skip the CUDA base and the stages built on it),
 # MAESTRO_CHECKPOINT_SHA256 (needed to build images/transcribe-onsets-frames; skipped without it).
 set -euo pipefail
 
@@ -42,6 +46,8 @@ cpu_index=${CPU_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 cuda_index=${CUDA_TORCH_INDEX_URL:-}
 platform_args=()
 [ -n "${PLATFORM:-}" ] && platform_args=(--platform "$PLATFORM")
+read -r -a build_opts <<< "${BUILD_OPTS:-}"
+[ -n "${PYTHON_IMAGE:-}" ] && build_opts+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
 export DOCKER_BUILDKIT=1  # per-Dockerfile .dockerignore files need BuildKit
 
 run() {
@@ -54,13 +60,36 @@ if [ "$dry_run" -eq 0 ] && ! command -v "$docker" > /dev/null; then
   exit 1
 fi
 
-# the shared bases
-run "$docker" build "${platform_args[@]}" -f "$root/images/base/Dockerfile" \
-  --build-arg "TORCH_INDEX_URL=$cpu_index" --build-arg "VERSION=$version" \
-  -t "ambientgen/base:$version" "$root"
-run "$docker" build "${platform_args[@]}" -f "$root/images/base/Dockerfile" \
-  --build-arg "TORCH_INDEX_URL=$cuda_index" --build-arg "VERSION=$version" \
-  -t "ambientgen/base-cuda:$version" "$root"
+# build DOCKERFILE CONTEXT ARGS...: one image. Docker's BuildKit reads DOCKERFILE.dockerignore by itself;
+# buildah and podman are told.
+build() {
+  local dockerfile=$1 context=$2
+  shift 2
+  local ignore=()
+  if [ "$(basename "$docker")" != docker ] && [ -f "$dockerfile.dockerignore" ]; then
+    ignore=(--ignorefile "$dockerfile.dockerignore")
+  fi
+  run "$docker" build "${platform_args[@]}" "${build_opts[@]}" "${ignore[@]}" -f "$dockerfile" "$@" "$context"
+}
+
+# the shared bases; images/base/wheels/ is always copied, holding the CPU torch wheel only when TORCH_WHEELS says
+wheels="$root/images/base/wheels"
+rm -rf "$wheels" && mkdir -p "$wheels"
+cpu_torch=(--build-arg "TORCH_INDEX_URL=$cpu_index")
+if [ -n "${TORCH_WHEELS:-}" ]; then
+  torch_pin=$(grep -E '^torch==' "$root/requirements.txt" | cut -d= -f3)
+  found=$(find "$TORCH_WHEELS" -maxdepth 1 -name "torch-${torch_pin}*.whl" | head -n 1)
+  [ -n "$found" ] || { echo "build_images.sh: no torch-${torch_pin} wheel in $TORCH_WHEELS" >&2; exit 1; }
+  cp "$found" "$wheels/"
+  cpu_torch=(--build-arg "TORCH_FIND_LINKS=/wheels")
+fi
+build "$root/images/base/Dockerfile" "$root" "${cpu_torch[@]}" --build-arg "VERSION=$version" \
+  -t "ambientgen/base:$version"
+if [ "${NO_CUDA:-0}" != 1 ]; then
+  build "$root/images/base/Dockerfile" "$root" --build-arg "TORCH_INDEX_URL=$cuda_index" \
+    --build-arg "VERSION=$version" -t "ambientgen/base-cuda:$version"
+fi
+rm -rf "$wheels"
 
 # the stages
 built=()
@@ -72,6 +101,10 @@ for dockerfile in "$root"/images/*/Dockerfile; do
     continue
   fi
   extra=()
+  if [ "${NO_CUDA:-0}" = 1 ] && grep -q '^FROM ambientgen/base-cuda' "$dockerfile"; then
+    echo "build_images.sh: skipping $stage (NO_CUDA=1)" >&2
+    continue
+  fi
   if [ "$stage" = transcribe-onsets-frames ]; then
     if [ -z "${MAESTRO_CHECKPOINT_SHA256:-}" ]; then
       echo "build_images.sh: skipping $stage (set MAESTRO_CHECKPOINT_SHA256 to build it)" >&2
@@ -79,8 +112,8 @@ for dockerfile in "$root"/images/*/Dockerfile; do
     fi
     extra=(--build-arg "MAESTRO_CHECKPOINT_SHA256=$MAESTRO_CHECKPOINT_SHA256")
   fi
-  run "$docker" build "${platform_args[@]}" -f "$dockerfile" --build-arg "VERSION=$version" "${extra[@]}" \
-    -t "ambientgen/$stage:$version" -t "$registry/$stage:$version" "$dir"
+  build "$dockerfile" "$dir" --build-arg "VERSION=$version" "${extra[@]}" \
+    -t "ambientgen/$stage:$version" -t "$registry/$stage:$version"
   built+=("$stage")
 done
 

@@ -121,24 +121,34 @@ def test_dockerfile_parses_and_is_sound(path: Path):
     for instr, arg in final.instructions:
         if instr == "RUN" and "apt-get install" in arg:
             assert "--no-install-recommends" in arg and "rm -rf /var/lib/apt/lists" in arg
+            assert "apt-get clean" in arg  # a base without docker-clean keeps the .debs otherwise
     assert global_args.get("VERSION", VERSION) == VERSION
 
 
 def test_base_is_multi_stage_and_installs_the_pinned_requirements():
     text = (IMAGES / "base" / "Dockerfile").read_text()
     global_args, stages = parse_dockerfile(text)
-    assert len(stages) >= 2 and stages[0].name == "builder"
+    by_name = {s.name: s for s in stages}
+    assert stages[0].name == "builder" and "package" in by_name and len(stages) == 3
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", global_args["PYTHON_IMAGE"]), "pin a Python 3.11 slim tag"
     runs = " ".join(stages[0].all("RUN"))
     assert "pip install -r /src/requirements.txt" in runs
     assert "pip install --no-deps -r /src/requirements-nodeps.txt" in runs
-    assert "pip install --no-deps --no-build-isolation /src" in runs
+    assert "requirements-dev" not in text  # the test tools stay out of the images
     copies = " ".join(stages[0].all("COPY"))
-    for needed in ("requirements.txt", "requirements-nodeps.txt", "pyproject.toml", "README.md", "src"):
+    for needed in ("requirements.txt", "requirements-nodeps.txt", "images/base/wheels/"):
         assert needed in copies
-    assert "build-essential" in runs  # compilers only in the builder ...
-    assert any(copy_from(a) == "builder" and "/opt/venv" in a for a in stages[-1].all("COPY"))  # ... venv copied
-    assert any("PATH=/opt/venv/bin" in e for e in stages[-1].all("ENV"))
+    package = by_name["package"]
+    assert package.image == "builder"  # the package builds with the venv's pip and setuptools
+    assert "pip install --no-deps --no-build-isolation --target /opt/ambientgen /src" in " ".join(package.all("RUN"))
+    for needed in ("pyproject.toml", "README.md", "src"):
+        assert needed in " ".join(package.all("COPY"))
+    final = stages[-1]
+    assert any(copy_from(a) == "builder" and "/opt/venv" in a for a in final.all("COPY"))  # venv, then package:
+    assert any(copy_from(a) == "package" and "/opt/ambientgen" in a for a in final.all("COPY"))  # two layers
+    env = " ".join(final.all("ENV"))
+    assert "PATH=/opt/ambientgen/bin:/opt/venv/bin" in env and "PYTHONPATH=/opt/ambientgen" in env
+    assert not any("build-essential" in a for s in stages for a in s.all("RUN"))  # every pin has a wheel
     for line in re.findall(r'"(\w[\w.-]*==[^"]+)"', runs):  # tools pinned exactly
         assert re.fullmatch(r"[\w.-]+==[\w.]+", line)
 

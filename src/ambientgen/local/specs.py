@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -310,15 +311,23 @@ class Datum:
 
 def datums_for(node: dict, heads: dict[str, str], store: Store) -> list[Datum]:
     """The datums of an input tree at the given head commits (repo -> commit id)."""
+    return input_datums(node, lambda repo: (heads[repo], store.get_commit(repo, heads[repo]).files))
+
+
+def input_datums(node: dict, listing: Callable[[str], tuple[str, dict[str, dict]]]) -> list[Datum]:
+    """The datums of an input tree, given ``listing(repo) -> (commit, {path: entry})``.
+
+    The one statement of how pfs, cross and union inputs become datums: the embedded runner lists its store's
+    commits, and scripts/test_images.py lists plain folders for the stage images.
+    """
     kind, value = next(iter(node.items()))
     if kind == "pfs":
         repo = value["repo"]
         name = value.get("name") or repo
-        commit = heads[repo]
-        files = store.get_commit(repo, commit).files
+        commit, files = listing(repo)
         return [Datum([DatumInput(name, repo, commit, path, fs, value["glob"])])
                 for path, fs in glob_matches(files, value["glob"])]
-    parts = [datums_for(sub, heads, store) for sub in value]
+    parts = [input_datums(sub, listing) for sub in value]
     if kind == "union":
         return [d for part in parts for d in part]
     # cross: every combination
