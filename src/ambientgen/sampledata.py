@@ -12,6 +12,7 @@ import logging
 import subprocess
 from pathlib import Path
 
+from .music.midi_io import load_midi
 from .util import StageError, atomic_path, find_soundfont, progress, require_binary
 
 HELP = "make sample MIDI/MP3 files from public-domain scores (music21 corpus)"
@@ -48,7 +49,7 @@ def score_to_midi(work: str, dest: str | Path, program: int | None = None, max_s
     score = corpus.parse(work)
     tmp_mid = dest.with_suffix(".m21.mid")
     score.write("midi", fp=str(tmp_mid))
-    ns = note_seq.midi_file_to_note_sequence(str(tmp_mid))
+    ns = load_midi(tmp_mid, allow_empty=True)
     tmp_mid.unlink()
     if tempo_scale != 1.0:
         ns = note_seq.sequences_lib.stretch_note_sequence(ns, tempo_scale)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..util import StageError, atomic_path, find_soundfont, progress, require_binary
+from .midi_io import load_midi
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,6 @@ class Augment:
 
 def work_to_sequence(work: str):
     """A corpus work as a note_seq.NoteSequence (music21 -> MIDI -> note_seq), one instrument per part."""
-    import note_seq
     from music21 import corpus
 
     try:
@@ -133,7 +133,7 @@ def work_to_sequence(work: str):
         with tempfile.TemporaryDirectory() as tmp:
             mid = Path(tmp) / "w.mid"
             score.write("midi", fp=str(mid))
-            return note_seq.midi_file_to_note_sequence(str(mid))
+            return load_midi(mid, allow_empty=True)
     except Exception as exc:  # music21 raises many kinds of errors on odd scores
         raise StageError(work, f"cannot turn the score into MIDI: {exc}") from exc
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..music.midi_io import load_midi
 from ..util import StageError, progress, write_json
 
 HELP = "score a transcriber (onsets-frames or basic-pitch) on held-out rendered pieces (mir_eval note F1)"
@@ -53,14 +54,13 @@ class _PredictBasicPitch:
         import note_seq  # noqa: F401  (fail early if missing)
 
     def transcribe_path(self, path: Path):
-        import note_seq
         from basic_pitch import ICASSP_2022_MODEL_PATH
         from basic_pitch.inference import predict
 
         _, midi, _ = predict(str(path), ICASSP_2022_MODEL_PATH)
         with tempfile.TemporaryDirectory() as tmp:
             midi.write(str(Path(tmp) / "bp.mid"))
-            return note_seq.midi_file_to_note_sequence(str(Path(tmp) / "bp.mid"))
+            return load_midi(Path(tmp) / "bp.mid", allow_empty=True)
 
 
 def make_backend(backend: str, checkpoint: str | Path | None = None, basic_pitch_impl: str = "stage",
@@ -112,7 +112,6 @@ def evaluate(backend: str = "onsets-frames", checkpoint: str | Path | None = Non
              pieces: int = 20, seconds: float = 30.0, basic_pitch_impl: str = "stage",
              onset_threshold: float | None = None, frame_threshold: float | None = None) -> dict[str, Any]:
     """Transcribe every held-out piece and score it; returns per-piece and mean scores plus speed."""
-    import note_seq
     import soundfile as sf
 
     model = make_backend(backend, checkpoint, basic_pitch_impl, onset_threshold, frame_threshold)
@@ -123,7 +122,7 @@ def evaluate(backend: str = "onsets-frames", checkpoint: str | Path | None = Non
         rows = []
         audio_s = compute_s = 0.0
         for wav in progress(wavs, f"evaluate {backend}", unit="piece"):
-            ref = note_seq.midi_file_to_note_sequence(str(wav.with_suffix(".mid")))
+            ref = load_midi(wav.with_suffix(".mid"))
             audio, sr = sf.read(str(wav), dtype="float32")
             t0 = time.perf_counter()
             est = model.transcribe_path(wav) if hasattr(model, "transcribe_path") else model.transcribe(audio, sr)
