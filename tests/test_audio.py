@@ -36,9 +36,9 @@ def test_mp3_to_wav_mono_16k_same_duration(sample_mp3s, tmp_path):
     res = convert(src, tmp_path / "out")
     assert not res.failed
     midis = sorted(p.name for p in src.glob("*.mid"))  # the scores beside the MP3s pass through as they are
-    assert midis and sorted(res.converted) == sorted([p.name for p in sample_mp3s] + midis)
+    assert midis and sorted(res.done) == sorted([p.name for p in sample_mp3s] + midis)
     for name in midis:
-        assert res.converted[name] == name and (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
+        assert res.done[name] == name and (tmp_path / "out" / name).read_bytes() == (src / name).read_bytes()
     for mp3 in sample_mp3s:
         wav = tmp_path / "out" / (mp3.stem + ".wav")
         info = soundfile.info(str(wav))
@@ -100,7 +100,7 @@ def test_silence_and_other_formats(tmp_path):
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050", "-t", "2",
                     "-c:a", "libvorbis", str(src / "tone2.ogg")], check=True)
     res = convert(src, tmp_path / "out")
-    assert not res.failed and len(res.converted) == 3
+    assert not res.failed and len(res.done) == 3
     silence, sr = soundfile.read(str(tmp_path / "out" / "silence.wav"))
     assert sr == 16000 and silence.size > 2.5 * sr and np.abs(silence).max() < 1e-3
     tone, sr = soundfile.read(str(tmp_path / "out" / "tone.wav"))
@@ -116,7 +116,7 @@ def test_other_formats_disguised_as_mp3_are_decoded_with_a_warning(tmp_path, cap
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=22050", "-t", "2",
                     *args, "-f", fmt, str(src / "disguised.mp3")], check=True)
     res = convert(src, tmp_path / "out")
-    assert not res.failed and res.converted == {"disguised.mp3": "disguised.wav"}
+    assert not res.failed and res.done == {"disguised.mp3": "disguised.wav"}
     warning = next(r.getMessage() for r in caplog.records if "disguised.mp3" in r.getMessage())
     assert "not MP3; decoded by content" in warning and fmt.upper()[:3] in warning.upper()
     tone, sr = soundfile.read(str(tmp_path / "out" / "disguised.wav"))
@@ -130,7 +130,7 @@ def test_same_stem_collision_is_an_error(sample_mp3s, tmp_path):
     shutil.copy(sample_mp3s[0], src / "a.mp3")
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(sample_mp3s[0]), str(src / "a.flac")], check=True)
     res = convert(src, tmp_path / "out")
-    assert list(res.converted) == ["a.flac"] and "a.mp3" in res.failed
+    assert list(res.done) == ["a.flac"] and "a.mp3" in res.failed
     assert "already written from a.flac" in res.failed["a.mp3"]
 
 

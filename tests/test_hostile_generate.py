@@ -172,5 +172,5 @@ def test_primers_and_render_use_the_midi_limits(model_dir, tmp_path, caplog):
     shutil.copy(out / "ok-0" / "ok-0.mid", src / "ok-0.mid")
     res = render(src, tmp_path / "rendered", RenderOptions(formats=("wav",), pianoroll=False, preset="original"))
     assert "long.mid" in res.failed and "h" in res.failed["long.mid"]
-    assert set(res.rendered) == {"ok-0.mid"} or res.skipped.get("ok-0.mid") == "no notes"
+    assert set(res.done) == {"ok-0.mid"} or res.skipped.get("ok-0.mid") == "no notes"
     assert not any("long" in p.name for p in (tmp_path / "rendered").iterdir())

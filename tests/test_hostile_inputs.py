@@ -36,7 +36,7 @@ def test_stages_do_not_follow_links_out_of_their_input(tmp_path, sample_mp3s, ca
     (src / "stolen.mp3").symlink_to(secret)
     (src / "inside.mp3").symlink_to(src / "real.mp3")  # a link within the input is an ordinary input
     res = normalize(src, tmp_path / "out")
-    assert sorted(res.renamed) == ["inside.mp3", "real.mp3"]
+    assert sorted(res.done) == ["inside.mp3", "real.mp3"]
     assert b"not yours" not in b"".join(p.read_bytes() for p in (tmp_path / "out").iterdir())
     assert "outside" in caplog.text and "stolen.mp3" in caplog.text
 

@@ -21,7 +21,7 @@ def test_collisions_get_distinct_names(tmp_path):
     res = normalize(src, tmp_path / "out")
     outs = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(outs) == 5 and len(set(outs)) == 5
-    assert res.skipped == ["notes.txt"]
+    assert list(res.skipped) == ["notes.txt"]
     assert all(len(o) < 120 for o in outs)
     # contents preserved one to one
     assert sorted((tmp_path / "out" / o).read_bytes() for o in outs) == sorted(n.encode() for n in names[:5])
@@ -42,7 +42,7 @@ def test_a_name_shaped_like_a_folded_one_cannot_meet_it(tmp_path):
     res = normalize(src, tmp_path / "out")
     outs = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     assert len(outs) == 2 and sorted(outs.values()) == [b"look-alike", b"original"]
-    assert res.renamed[safe_name(original)] != safe_name(original)
+    assert res.done[safe_name(original)] != safe_name(original)
     # the same two files through the runner: one job, both published
     store = Store(tmp_path / "store")
     store.put_files("audio-unprocessed", sorted(src.iterdir()))

@@ -81,7 +81,7 @@ def test_bad_and_empty_midi_reported(midi_dir, tmp_path, caplog):
     assert set(res.failed) == {"corrupt.mid"}
     assert "not a usable MIDI file" in res.failed["corrupt.mid"]
     assert res.skipped["empty.mid"] == "no notes" and res.skipped["notes.txt"] == "not a MIDI file"
-    assert set(res.rendered) == {"piece-a.mid", "piece-b.mid"}
+    assert set(res.done) == {"piece-a.mid", "piece-b.mid"}
     assert any("corrupt.mid" in r.getMessage() and "not a usable MIDI" in r.getMessage() for r in caplog.records)
     assert any("empty.mid: no notes" in r.getMessage() for r in caplog.records)
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".mp3", ".mp3"]

@@ -68,7 +68,7 @@ def run_dir(tmp_path_factory, sample_midis, sample_mp3s) -> Path:
     (gen / f"{HOSTILE}.json").write_text(json.dumps({"request": {"temperature": 0.9, "seed": 3}, "notes": 10}))
     shutil.copy(sample_midis[0], gen / "plain-0.mid")
     res = render(gen, run / "ambient-render", RenderOptions(fade_out=2.0))
-    assert len(res.rendered) == 2, res.failed
+    assert len(res.done) == 2, res.failed
     (run / "run.json").write_text(json.dumps({
         "count": 4, "preset": "warm-piano", "title": "<i>evil</i>", "fresh": False,
         "jobs": [{"pipeline": "midi", "state": "JOB_SUCCESS", "datums": [{"id": "a" * 64}] * 3},

@@ -23,11 +23,11 @@ def test_an_hour_of_silence_gives_an_empty_valid_midi(tmp_path, caplog):
     assert soundfile.info(str(wav_dir / "silence.wav")).duration == pytest.approx(3600, abs=1)
 
     res = transcribe_dir(wav_dir, midi_dir)
-    assert not res.failed and res.outputs["silence.wav"]["notes"] == 0
+    assert not res.failed and res.done["silence.wav"]["notes"] == 0
     # the model never runs on silence: every one of the hour's ~1,800 two-second windows is skipped (its speed is
     # measured in bench/bench_transcribe.py, not here)
-    windows = res.outputs["silence.wav"]["model_windows"]
+    windows = res.done["silence.wav"]["model_windows"]
     assert windows["run"] == 0 and windows["silent"] > 1500
-    assert res.outputs["silence.wav"]["duration_s"] == pytest.approx(3600, abs=1)
+    assert res.done["silence.wav"]["duration_s"] == pytest.approx(3600, abs=1)
     assert len(note_seq.midi_file_to_note_sequence(str(midi_dir / "silence.mid")).notes) == 0
     assert "no notes found" in caplog.text

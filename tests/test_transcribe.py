@@ -106,7 +106,7 @@ def test_model_loaded_once_per_process(rendered, tmp_path, monkeypatch):
     monkeypatch.setattr(onnxruntime, "InferenceSession", counting)
     tr._SESSIONS.clear()
     res = transcribe_dir(rendered["wav"], tmp_path / "a")
-    assert len(res.outputs) == len(WORKS) and len(created) == 1
+    assert len(res.done) == len(WORKS) and len(created) == 1
     transcribe_dir(rendered["wav"], tmp_path / "b")  # a second folder in the same process: still one load
     assert len(created) == 1
 
@@ -143,7 +143,7 @@ def test_silence_gives_empty_valid_midi_and_warning(tmp_path, caplog):
     soundfile.write(str(src / "quiet.wav"), np.zeros(16000 * 5, dtype=np.int16), 16000)
     with caplog.at_level(logging.WARNING):
         res = transcribe_dir(src, tmp_path / "out")
-    assert not res.failed and res.outputs["quiet.wav"]["notes"] == 0
+    assert not res.failed and res.done["quiet.wav"]["notes"] == 0
     assert "quiet.wav: no notes found" in caplog.text
     import pretty_midi
 
@@ -173,7 +173,7 @@ def test_transcribes_mp3_directly(rendered, tmp_path):
     shutil.copy(mp3, tmp_path / "in" / mp3.name)
     res = transcribe_dir(tmp_path / "in", tmp_path / "out")
     est = _read(tmp_path / "out" / "bwv347.mid")
-    assert res.outputs and tr.onset_scores(rendered["refs"]["bwv347"], est)["f1"] > F1_FLOOR
+    assert res.done and tr.onset_scores(rendered["refs"]["bwv347"], est)["f1"] > F1_FLOOR
 
 
 def test_a_midi_input_is_its_own_transcription(rendered, tmp_path):
@@ -185,7 +185,7 @@ def test_a_midi_input_is_its_own_transcription(rendered, tmp_path):
     shutil.copy(rendered["root"] / "bwv269.mid", src / "bwv269.mid")
     (src / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06 not a track")
     res = transcribe_dir(src, tmp_path / "out")
-    assert set(res.outputs) == {"bwv269.wav", "bwv269.mid"} and set(res.failed) == {"broken.mid"}
+    assert set(res.done) == {"bwv269.wav", "bwv269.mid"} and set(res.failed) == {"broken.mid"}
     given = tmp_path / "out" / "bwv269-midi.mid"
     assert given.read_bytes() == (src / "bwv269.mid").read_bytes()
     side = json.loads(given.with_suffix(".json").read_text())
@@ -241,7 +241,7 @@ def test_onsets_frames_backend_with_a_real_checkpoint(rendered, tmp_path):
     soundfile.write(str(src / "b.wav"), audio[2 * sr: 7 * sr], sr)
     res = transcribe_dir(src, tmp_path / "out", backend="onsets-frames", checkpoint=ckpt,
                          stream=tr.StreamOptions(block_s=2.0, lookahead_s=1.0))
-    assert not res.failed and sorted(res.outputs) == ["a.wav", "b.wav"]
+    assert not res.failed and sorted(res.done) == ["a.wav", "b.wav"]
     for name, seconds in (("a", 4.0), ("b", 5.0)):
         side = json.loads((tmp_path / "out" / f"{name}.json").read_text())
         assert side["backend"] == "onsets-frames" and side["parameters"]["checkpoint"] == str(ckpt)
@@ -253,7 +253,7 @@ def test_onsets_frames_backend_with_a_real_checkpoint(rendered, tmp_path):
 def test_onsets_frames_backend_with_the_shipped_checkpoint(rendered, tmp_path):
     """The trained checkpoint shipped in the package, through the transcribe stage: real notes, close to the score."""
     res = transcribe_dir(rendered["wav"], tmp_path / "out", backend="onsets-frames")
-    assert not res.failed and len(res.outputs) == len(rendered["refs"])
+    assert not res.failed and len(res.done) == len(rendered["refs"])
     for name, ref in rendered["refs"].items():
         side = json.loads((tmp_path / "out" / f"{name}.json").read_text())
         assert side["backend"] == "onsets-frames" and side["parameters"]["checkpoint"] == "(packaged)"

@@ -1,4 +1,5 @@
-"""Small helpers shared by every stage: logging, progress bars, errors, file discovery, soundfonts."""
+"""Small helpers shared by every stage: logging, progress bars, errors, file discovery, the per-file loop,
+soundfonts."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -65,6 +67,79 @@ def iter_files(root: str | os.PathLike, suffixes: Iterable[str] | None = None) -
         if wanted is None or p.suffix.lower() in wanted:
             out.append(p)
     return out
+
+
+class SkipFile(Exception):
+    """Raised by a per-file step for an input that gives nothing and is no failure (a MIDI file without notes)."""
+
+
+@dataclass
+class FileResults:
+    """What a per-file stage did with each input, by its path relative to the input folder."""
+
+    done: dict[str, Any] = field(default_factory=dict)  # -> what the step returned (an output name, a sidecar...)
+    failed: dict[str, str] = field(default_factory=dict)  # -> the cause
+    skipped: dict[str, str] = field(default_factory=dict)  # -> why
+
+    def exit_status(self, what: str = "file(s)") -> int:
+        """1 after one log line naming every failed input, else 0: what a stage's main returns."""
+        if not self.failed:
+            return 0
+        log.error("%d of %d %s failed: %s", len(self.failed), len(self.failed) + len(self.done), what,
+                  ", ".join(sorted(self.failed)))
+        return 1
+
+
+def for_each_file(input_dir: str | os.PathLike, accepts: Collection[str], step: Callable[[Path, str], Any], *,
+                  what: str, kind: str = "an audio file", output_name: Callable[[str], str] | None = None,
+                  ignore: Collection[str] = (), prepare: Callable[[list[Path]], None] | None = None,
+                  unit: str = "file") -> FileResults:
+    """The stage contract's loop: ``step(path, rel)`` for every file under input_dir with a suffix in ``accepts``.
+
+    A bad file never stops the others: a StageError, OSError or RuntimeError (libsndfile's) fails that file
+    alone, with its cause. Other suffixes are skipped with a warning (``ignore``: silently, like render's JSON
+    sidecars). Two inputs that would give the same ``output_name(rel)`` fail the second, so that nothing is
+    overwritten. ``prepare(accepted paths)`` runs once before the first step (load a model only when needed).
+    """
+    input_dir = Path(input_dir)
+    if not input_dir.exists():
+        raise StageError(input_dir, "input directory does not exist")
+    base = input_dir if input_dir.is_dir() else input_dir.parent
+    result = FileResults()
+    wanted: list[tuple[Path, str]] = []
+    for path in iter_files(input_dir):
+        rel = path.relative_to(base).as_posix()
+        suffix = path.suffix.lower()
+        if suffix in accepts:
+            wanted.append((path, rel))
+        elif suffix not in ignore:
+            log.warning("%s: not %s (suffix %r), skipped", path, kind, path.suffix)
+            result.skipped[rel] = f"not {kind}"
+    if not wanted:
+        log.warning("%s: nothing to do (no %s)", input_dir, kind.split(" ", 1)[-1])
+        return result
+    if prepare is not None:
+        prepare([p for p, _ in wanted])
+    taken: dict[str, str] = {}
+    for path, rel in progress(wanted, what, unit=unit):
+        try:
+            if output_name is not None:
+                out = output_name(rel)
+                if out in taken:
+                    raise StageError(path, f"output {out} already written from {taken[out]}; rename one of them")
+                taken[out] = rel
+            result.done[rel] = step(path, rel)
+        except SkipFile as exc:
+            result.skipped[rel] = str(exc)
+        except StageError as exc:
+            cause = exc.cause if exc.path in (None, str(path)) else str(exc)
+            log.error("%s: %s", path, cause)
+            result.failed[rel] = cause
+        except (OSError, RuntimeError) as exc:  # a write error (disk full), libsndfile's: this file alone fails
+            cause = getattr(exc, "strerror", None) or str(exc)
+            log.error("%s: %s", path, cause)
+            result.failed[rel] = cause
+    return result
 
 
 @contextmanager

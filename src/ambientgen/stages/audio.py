@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..music.midi_io import MIDI_SUFFIXES
-from ..util import AUDIO_SUFFIXES, StageError, atomic_path, iter_files, positive_int, progress, require_binary
+from ..util import (
+    AUDIO_SUFFIXES,
+    FileResults,
+    StageError,
+    atomic_path,
+    for_each_file,
+    positive_int,
+    require_binary,
+)
 
 HELP = "decode audio files to mono 16 kHz WAV (ffmpeg via pydub)"
 EXAMPLES = """
@@ -66,13 +74,6 @@ class DecodeInfo:
     announced_s: float | None
     decoded_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ConvertResult:
-    converted: dict[str, str] = field(default_factory=dict)  # input relative path -> output relative path
-    failed: dict[str, str] = field(default_factory=dict)  # input relative path -> cause
-    skipped: list[str] = field(default_factory=list)
 
 
 def probe(path: str | Path) -> DecodeInfo:
@@ -162,43 +163,28 @@ def decode_to_wav(src: str | Path, dest: str | Path, sample_rate: int | None = D
     return info
 
 
+def wav_name(rel: str) -> str:
+    """The output of one input: NAME.wav for audio; a MIDI file keeps its name (transcribe takes it as it is)."""
+    return rel if Path(rel).suffix.lower() in MIDI_SUFFIXES else Path(rel).with_suffix(".wav").as_posix()
+
+
 def convert(input_dir: str | Path, output_dir: str | Path, sample_rate: int | None = DEFAULT_SAMPLE_RATE,
-            tolerate_errors: bool = False) -> ConvertResult:
-    """Decode every audio file under input_dir to output_dir/REL/NAME.wav; a bad file never stops the others."""
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.exists():
-        raise StageError(input_dir, "input directory does not exist")
-    result = ConvertResult()
-    base = input_dir if input_dir.is_dir() else input_dir.parent
-    taken: dict[Path, str] = {}
-    for path in progress(iter_files(input_dir), "mp3-to-wav", unit="file"):
-        rel = path.relative_to(base).as_posix()
-        if path.suffix.lower() in MIDI_SUFFIXES:  # already notes: passed on for transcribe to take as they are
-            with atomic_path(output_dir / rel) as tmp:
+            tolerate_errors: bool = False) -> FileResults:
+    """Decode every audio file under input_dir to output_dir/REL/NAME.wav (``done``: input -> output); a bad
+    file never stops the others."""
+    output_dir = Path(output_dir)
+
+    def decode(path: Path, rel: str) -> str:
+        out_rel = wav_name(rel)
+        if path.suffix.lower() in MIDI_SUFFIXES:  # already notes: passed on as they are
+            with atomic_path(output_dir / out_rel) as tmp:
                 shutil.copyfile(path, tmp)
-            result.converted[rel] = rel
-            continue
-        if path.suffix.lower() not in AUDIO_SUFFIXES:
-            log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
-            result.skipped.append(rel)
-            continue
-        out_rel = Path(rel).with_suffix(".wav")
-        try:
-            if out_rel in taken:
-                raise StageError(path, f"output {out_rel} already written from {taken[out_rel]}; rename one of them")
-            taken[out_rel] = rel
-            info = decode_to_wav(path, output_dir / out_rel, sample_rate, tolerate_errors)
-        except StageError as exc:
-            log.error("%s", exc)
-            result.failed[rel] = exc.cause
-            continue
-        except OSError as exc:
-            log.error("%s: %s", path, exc.strerror or exc)
-            result.failed[rel] = str(exc)
-            continue
-        result.converted[rel] = out_rel.as_posix()
+            return out_rel
+        info = decode_to_wav(path, output_dir / out_rel, sample_rate, tolerate_errors)
         log.info("%s -> %s (%.1f s, %s)", rel, out_rel, info.decoded_s, info.codec)
-    return result
+        return out_rel
+
+    return for_each_file(input_dir, AUDIO_SUFFIXES | MIDI_SUFFIXES, decode, what="mp3-to-wav", output_name=wav_name)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -214,10 +200,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     res = convert(args.input_dir, args.output_dir, None if args.keep_rate else args.sample_rate,
                   tolerate_errors=args.tolerate_errors)
-    for src, dst in res.converted.items():
+    for src, dst in res.done.items():
         print(f"{src} -> {dst}")
-    if res.failed:
-        log.error("%d of %d file(s) failed: %s", len(res.failed), len(res.failed) + len(res.converted),
-                  ", ".join(sorted(res.failed)))
-        return 1
-    return 0
+    return res.exit_status()

@@ -13,12 +13,11 @@ import argparse
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..music.midi_io import MIDI_SUFFIXES
 from ..pfs import ascii_fold, has_folded_shape, short_hash
-from ..util import AUDIO_SUFFIXES, StageError, atomic_path, iter_files, progress
+from ..util import AUDIO_SUFFIXES, FileResults, StageError, atomic_path, for_each_file
 
 HELP = "copy audio files to safe, collision-free names"
 EXAMPLES = """
@@ -29,12 +28,6 @@ MAX_STEM = 100
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class NormalizeResult:
-    renamed: dict[str, str] = field(default_factory=dict)  # original relative path -> output name
-    skipped: list[str] = field(default_factory=list)
 
 
 def safe_name(relpath: str) -> str:
@@ -49,31 +42,25 @@ def safe_name(relpath: str) -> str:
     return f"{folded}-{short_hash(relpath)}{suffix}"
 
 
-def normalize(input_dir: str | Path, output_dir: str | Path, dry_run: bool = False) -> NormalizeResult:
-    """Copy every audio (and MIDI) file under input_dir to output_dir under its safe name; skip others with a
-    warning."""
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.exists():
-        raise StageError(input_dir, "input directory does not exist")
-    result = NormalizeResult()
-    files = iter_files(input_dir)
-    for path in progress(files, "normalize", unit="file"):
-        rel = path.relative_to(input_dir).as_posix() if path != input_dir else path.name
-        if path.suffix.lower() not in AUDIO_SUFFIXES | MIDI_SUFFIXES:  # MIDI passes through the chain as it is
-            log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
-            result.skipped.append(rel)
-            continue
+def normalize(input_dir: str | Path, output_dir: str | Path, dry_run: bool = False) -> FileResults:
+    """Copy every audio (and MIDI) file under input_dir to output_dir under its safe name (``done``: input ->
+    name); other files are skipped with a warning."""
+    output_dir = Path(output_dir)
+
+    def copy(path: Path, rel: str) -> str:
         name = safe_name(rel)
-        result.renamed[rel] = name
         if dry_run:
-            continue
+            return name
         dest = output_dir / name
         if dest.exists():
             raise StageError(dest, f"output already exists (from {rel}); refusing to overwrite")
         with atomic_path(dest) as tmp:
             shutil.copyfile(path, tmp)
         log.info("%s -> %s", rel, name)
-    return result
+        return name
+
+    # MIDI passes through the chain as it is
+    return for_each_file(input_dir, AUDIO_SUFFIXES | MIDI_SUFFIXES, copy, what="normalize", output_name=safe_name)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,6 +71,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     res = normalize(args.input_dir, args.output_dir, dry_run=args.dry_run)
-    for src, dst in res.renamed.items():
+    for src, dst in res.done.items():
         print(f"{src} -> {dst}")
-    return 0
+    return res.exit_status()

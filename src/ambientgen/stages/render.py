@@ -38,7 +38,7 @@ from ..music.midi_io import MIDI_SUFFIXES, MidiLimits, load_pretty_midi
 from ..music.mixdown import AudioWriter, arrange, loop_layout
 from ..music.presets import Preset, default_presets_path, load_presets, preset_lines
 from ..music.synth import midi_events, synthesize
-from ..util import StageError, atomic_path, find_soundfont, iter_files, progress, write_json
+from ..util import FileResults, SkipFile, StageError, atomic_path, find_soundfont, for_each_file, write_json
 from .gen_request import MAX_LOOP_MINUTES
 
 HELP = "render MIDI to ambient WAV/MP3 (FluidSynth + pedalboard effects, loudness, long loops) with piano rolls"
@@ -121,13 +121,6 @@ class RenderInfo:
     motion: list[str] = field(default_factory=list)
     loop_seams_s: list[float] = field(default_factory=list)  # where each repetition of the music starts
     generation: dict[str, Any] | None = None
-
-
-@dataclass
-class RenderResult:
-    rendered: dict[str, RenderInfo] = field(default_factory=dict)  # input relative path -> info
-    failed: dict[str, str] = field(default_factory=dict)  # input relative path -> cause
-    skipped: dict[str, str] = field(default_factory=dict)  # input relative path -> reason
 
 
 def _read_sidecar(midi: Path) -> dict[str, Any] | None:
@@ -253,9 +246,9 @@ def render_file(midi: str | Path, out_stem: str | Path, options: RenderOptions |
     return info
 
 
-def render(input_dir: str | Path, output_dir: str | Path, options: RenderOptions | None = None) -> RenderResult:
-    """Render every MIDI file under input_dir into output_dir (same relative names). Bad files are recorded
-    in the result's ``failed`` and logged; the others are still rendered."""
+def render(input_dir: str | Path, output_dir: str | Path, options: RenderOptions | None = None) -> FileResults:
+    """Render every MIDI file under input_dir into output_dir (same relative names; ``done``: input -> its
+    RenderInfo). Bad files are recorded in ``failed`` and logged; the others are still rendered."""
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.exists():
         raise StageError(input_dir, "input directory does not exist")
@@ -267,34 +260,20 @@ def render(input_dir: str | Path, output_dir: str | Path, options: RenderOptions
     if opts.preset and opts.preset not in presets[0]:
         raise StageError(opts.presets_file or default_presets_path(),
                          f"no preset {opts.preset!r} (have: {', '.join(presets[0])})")
-    result = RenderResult()
-    files = iter_files(input_dir)
-    midis = [p for p in files if p.suffix.lower() in MIDI_SUFFIXES]
-    for p in files:
-        if p.suffix.lower() not in MIDI_SUFFIXES | {".json"}:
-            log.warning("%s: not a MIDI file, skipped", p)
-            result.skipped[p.name] = "not a MIDI file"
-    for path in progress(midis, "render", unit="piece"):
-        rel = path.relative_to(input_dir).as_posix() if path != input_dir else path.name
+
+    def one(path: Path, rel: str) -> RenderInfo:
         try:
             info = render_file(path, output_dir / Path(rel).with_suffix(""), opts, presets)
-        except StageError as exc:
-            cause = exc.cause if exc.path == str(path) else str(exc)
-            log.error("%s: %s", path, cause)
-            result.failed[rel] = cause
-            continue
         except (OSError, RuntimeError) as exc:  # a write error (disk full) or libsndfile's: this file alone fails
-            cause = f"cannot write the rendering: {getattr(exc, 'strerror', None) or exc}"
-            log.error("%s: %s", path, cause)
-            result.failed[rel] = cause
-            continue
+            raise StageError(path, f"cannot write the rendering: {getattr(exc, 'strerror', None) or exc}") from None
         if info is None:
-            result.skipped[rel] = "no notes"
-            continue
-        result.rendered[rel] = info
+            raise SkipFile("no notes")
         log.info("%s -> %s (%.0f s, %s, %.1f LUFS) in %.1f s", rel, ", ".join(info.files), info.duration_seconds,
                  info.preset, info.loudness_lufs, info.render_seconds)
-    return result
+        return info
+
+    return for_each_file(input_dir, MIDI_SUFFIXES, one, what="render", kind="a MIDI file", ignore={".json"},
+                         output_name=lambda rel: Path(rel).with_suffix("").as_posix(), unit="piece")
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -334,11 +313,7 @@ def main(args: argparse.Namespace) -> int:
         beds=tuple(args.beds) if args.beds is not None else None,
     )
     res = render(args.input_dir, args.output_dir, opts)
-    for rel, info in res.rendered.items():
+    for rel, info in res.done.items():
         print(f"{rel} -> {', '.join(info.files)}")
-    if res.failed:
-        log.error("%d of %d MIDI files failed: %s", len(res.failed), len(res.failed) + len(res.rendered),
-                  ", ".join(res.failed))
-        return 1
-    return 0
+    return res.exit_status("MIDI files")
 

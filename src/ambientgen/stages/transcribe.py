@@ -16,12 +16,11 @@ import argparse
 import importlib
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..music.midi_io import MIDI_SUFFIXES
-from ..util import SOUNDFILE_SUFFIXES, StageError, atomic_path, iter_files, progress, write_json
+from ..util import SOUNDFILE_SUFFIXES, FileResults, StageError, atomic_path, for_each_file, write_json
 
 HELP = "transcribe audio (WAV, FLAC, OGG, MP3) to MIDI + JSON sidecar (basic-pitch ONNX by default)"
 EXAMPLES = """
@@ -32,13 +31,6 @@ EXAMPLES = """
 BACKENDS = ("basic-pitch", "onsets-frames")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TranscribeResult:
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # input relative path -> sidecar
-    failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
 
 
 def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None) -> Any:
@@ -157,48 +149,30 @@ def take_midi(src: str | Path, out_dir: str | Path, out_rel: str | Path, source_
     return sidecar
 
 
+def midi_name(rel: str) -> str:
+    """The MIDI an input gives: NAME.mid for audio, NAME-midi.mid for a MIDI input (given_midi_name)."""
+    return given_midi_name(rel) if Path(rel).suffix.lower() in MIDI_SUFFIXES else Path(rel).with_suffix(".mid").as_posix()
+
+
 def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str = "basic-pitch",
                    checkpoint: str | Path | None = None, params: Any = None, stream: Any = None,
-                   threads: int | None = None, transcriber: Any = None) -> TranscribeResult:
-    """Transcribe every audio file under input_dir into output_dir; a bad file never stops the others."""
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not input_dir.exists():
-        raise StageError(input_dir, "input directory does not exist")
-    files = iter_files(input_dir)
-    result = TranscribeResult()
-    base = input_dir if input_dir.is_dir() else input_dir.parent
-    audio = []
-    for path in files:
-        rel = path.relative_to(base).as_posix()
-        if path.suffix.lower() in SOUNDFILE_SUFFIXES or path.suffix.lower() in MIDI_SUFFIXES:
-            audio.append((path, rel))
-        else:
-            log.warning("%s: not an audio file (suffix %r), skipped", path, path.suffix)
-            result.skipped.append(rel)
-    if not audio:
-        log.warning("%s: no audio files to transcribe", input_dir)
-        return result
-    if transcriber is None and any(p.suffix.lower() not in MIDI_SUFFIXES for p, _ in audio):
-        transcriber = make_transcriber(backend, checkpoint, params, stream, threads)
-    taken: dict[str, str] = {}
-    for path, rel in progress(audio, "transcribe", unit="file"):
-        given = path.suffix.lower() in MIDI_SUFFIXES
-        out_rel = given_midi_name(rel) if given else Path(rel).with_suffix(".mid").as_posix()
-        try:
-            if out_rel in taken:
-                raise StageError(path, f"output {out_rel} already written from {taken[out_rel]}; rename one of them")
-            taken[out_rel] = rel
-            if given:
-                result.outputs[rel] = take_midi(path, output_dir, out_rel, source_name=rel)
-            else:
-                result.outputs[rel] = transcribe_file(transcriber, path, output_dir, out_rel, source_name=rel)
-        except StageError as exc:
-            log.error("%s", exc)
-            result.failed[rel] = exc.cause
-        except OSError as exc:
-            log.error("%s: %s", path, exc.strerror or exc)
-            result.failed[rel] = str(exc)
-    return result
+                   threads: int | None = None, transcriber: Any = None) -> FileResults:
+    """Transcribe every audio file under input_dir into output_dir (``done``: input -> its sidecar); a bad file
+    never stops the others, and the model is loaded only when there is audio (MIDI inputs are taken as they are)."""
+    output_dir = Path(output_dir)
+    model = [transcriber]
+
+    def load_model(paths: list[Path]) -> None:
+        if model[0] is None and any(p.suffix.lower() not in MIDI_SUFFIXES for p in paths):
+            model[0] = make_transcriber(backend, checkpoint, params, stream, threads)
+
+    def one(path: Path, rel: str) -> dict[str, Any]:
+        if path.suffix.lower() in MIDI_SUFFIXES:
+            return take_midi(path, output_dir, midi_name(rel), source_name=rel)
+        return transcribe_file(model[0], path, output_dir, midi_name(rel), source_name=rel)
+
+    return for_each_file(input_dir, SOUNDFILE_SUFFIXES | MIDI_SUFFIXES, one, what="transcribe",
+                         output_name=midi_name, prepare=load_model)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -237,10 +211,6 @@ def main(args: argparse.Namespace) -> int:
                               maximum_frequency=args.max_freq, melodia_trick=args.melodia)
     stream = StreamOptions(block_s=args.block_seconds, lookahead_s=args.lookahead_seconds)
     res = transcribe_dir(args.input_dir, args.output_dir, args.backend, args.checkpoint, params, stream, args.threads)
-    for src, side in res.outputs.items():
+    for src, side in res.done.items():
         print(f"{src} -> {side['midi']} ({side['notes']} notes)")
-    if res.failed:
-        log.error("%d of %d file(s) failed: %s", len(res.failed), len(res.failed) + len(res.outputs),
-                  ", ".join(sorted(res.failed)))
-        return 1
-    return 0
+    return res.exit_status()
