@@ -62,22 +62,22 @@ push-images:  ## push the images to REGISTRY
 	bash scripts/build_images.sh $(REGISTRY) $(VERSION) --push
 
 deploy-pipelines: venv  ## create/update every pipeline on the Pachyderm cluster (REPROCESS=1 to reprocess)
-	$(PY) scripts/pach.py deploy $(PACH_ARGS) --registry $(REGISTRY) $(if $(REPROCESS),--reprocess,)
+	$(VENV)/bin/ambientgen cluster deploy $(PACH_ARGS) --registry $(REGISTRY) $(if $(REPROCESS),--reprocess,)
 
 put-mp3: venv  ## put a folder of MP3s in one commit: make put-mp3 DIR=~/music
-	$(PY) scripts/pach.py put-mp3 $(PACH_ARGS) "$(DIR)"
+	$(VENV)/bin/ambientgen cluster put-mp3 $(PACH_ARGS) "$(DIR)"
 
 put-config: venv  ## put generation config files: make put-config FILE=night.toml
-	$(PY) scripts/pach.py put-config $(PACH_ARGS) $(FILE)
+	$(VENV)/bin/ambientgen cluster put-config $(PACH_ARGS) $(FILE)
 
 wait-jobs: venv  ## follow the newest input commit's jobs with a progress bar
-	$(PY) scripts/pach.py wait $(PACH_ARGS)
+	$(VENV)/bin/ambientgen cluster wait $(PACH_ARGS)
 
 get-results: venv  ## wait for the jobs and download generated MIDI/audio: make get-results OUT=results
-	$(PY) scripts/pach.py get-results $(PACH_ARGS) "$(or $(OUT),results)"
+	$(VENV)/bin/ambientgen cluster get-results $(PACH_ARGS) "$(or $(OUT),results)"
 
 undeploy: venv  ## delete the pipelines (repos kept unless PURGE=1)
-	$(PY) scripts/pach.py undeploy $(PACH_ARGS) $(if $(PURGE),--purge,)
+	$(VENV)/bin/ambientgen cluster undeploy $(PACH_ARGS) $(if $(PURGE),--purge,)
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Throughput of scripts/pach.py put-mp3 / get-results through the real pachyderm-sdk over loopback gRPC.
+"""Throughput of `ambientgen cluster` put-mp3 / get-results through the real pachyderm-sdk over loopback gRPC.
 
 Baseline measured in the same run: copying the same files on the local disk (shutil.copytree). The server is
 the in-process pfs_v2/pps_v2 stand-in from tests/test_pach.py (memory store), so the ratio is the client-side

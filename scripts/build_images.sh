@@ -10,7 +10,7 @@
 # images/base/Dockerfile with the repository root as context, then every other images/<stage>/Dockerfile with
 # its own folder as context, FROM one of those bases. Each stage image is tagged ambientgen/<stage>:VERSION
 # (the name in pipelines/*.json) and REGISTRY/<stage>:VERSION; --push pushes the REGISTRY tags of the stages
-# (the bases are only build inputs). Deploy with `scripts/pach.py deploy --registry REGISTRY` when REGISTRY
+# (the bases are only build inputs). Deploy with `ambientgen cluster deploy --registry REGISTRY` when REGISTRY
 # is not docker.io/ambientgen.
 #
 # Environment: DOCKER (default docker; podman and buildah work), PLATFORM (e.g. linux/amd64, the GPU nodes'

@@ -6,7 +6,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from test_local_helpers import files_outside, local_cli
@@ -143,10 +142,9 @@ def test_pfs_glob_characters_are_mapped_like_on_a_cluster(store, tmp_path, caplo
     (d / "what?.mp3").write_bytes(b"2")
     c = store.put_files("r", [d])
     # the very names the cluster client gives them (one rule, ambientgen.pfs)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import pach
+    from ambientgen.cluster import transfer
 
-    assert sorted(c.files) == sorted(pach.pfs_path(n)[1:] for n in ("Forêt n°1 (live).mp3", "what?.mp3"))
+    assert sorted(c.files) == sorted(transfer.pfs_path(n)[1:] for n in ("Forêt n°1 (live).mp3", "what?.mp3"))
     assert all(n.startswith(("Foret n1 _live_-", "what_-")) for n in c.files)
     # each changed name is announced with the path it got
     for n in c.files:

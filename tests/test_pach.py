@@ -1,4 +1,4 @@
-"""scripts/pach.py against the real pachyderm-sdk 2.12.2 client, over gRPC, with an in-process pachd stand-in.
+"""`ambientgen cluster` (ambientgen.cluster) against the real pachyderm-sdk 2.12.2 client, over gRPC, with an in-process pachd stand-in.
 
 The stand-in registers ``pfs_v2.API`` and ``pps_v2.API`` handlers whose request/response classes are taken from
 the SDK's own generated stubs (the method kind and the response class the client deserializes are read from
@@ -12,14 +12,12 @@ go first when deleting, specs must be valid).
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import json
 import os
 import re
 import shlex
 import shutil
-import sys
 import threading
 import uuid
 from concurrent import futures
@@ -34,18 +32,10 @@ from conftest import PIPELINES_DIR, REPO_ROOT, SCHEMA_PATH
 from jsonschema import Draft4Validator
 from pachyderm_sdk.api import pfs, pps
 
-SCRIPT = REPO_ROOT / "scripts" / "pach.py"
+from ambientgen import cluster as pach
+from ambientgen.cli import build_parser
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ambientgen_pach_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
-pach = load_script()
+SOURCES = sorted((REPO_ROOT / "src" / "ambientgen" / "cluster").glob("*.py"))
 
 
 # --------------------------------------------------------------------------------------- pachd stand-in
@@ -96,7 +86,7 @@ def generic_handler(module, service: str, impls: dict) -> grpc.GenericRpcHandler
 
 
 class FakePachd:
-    """In-memory PFS/PPS with the RPCs scripts/pach.py uses."""
+    """In-memory PFS/PPS with the RPCs ambientgen.cluster uses."""
 
     GLOB = set("*?[]{}!()@+^")  # pachd's storage.ValidateFilename: printable ASCII, no glob characters
     JOB_STEPS = (pps.JobState.JOB_CREATED, pps.JobState.JOB_RUNNING, pps.JobState.JOB_SUCCESS)
@@ -380,8 +370,8 @@ def pachd():
 
 
 def run(pachd: FakePachd, *argv: str) -> int:
-    """The script's own main(), as `make deploy-pipelines` etc. run it (connection options after the command)."""
-    return pach.main([argv[0], *pachd.args, *argv[1:]])
+    """`ambientgen cluster ACTION`, as `make deploy-pipelines` etc. run it (connection options after the action)."""
+    return pach.run([argv[0], *pachd.args, *argv[1:]])
 
 
 def created(pachd: FakePachd) -> list[tuple[str, bool, bool]]:
@@ -403,9 +393,9 @@ def test_sdk_calls_exist_with_these_signatures():
     from pachyderm_sdk.api.pps.extension import ApiStub as PpsStub
 
     stubs = {"pfs": PfsStub, "pps": PpsStub}
-    tree = ast.parse(SCRIPT.read_text())
+    trees = [ast.parse(path.read_text()) for path in SOURCES]
     checked = set()
-    for node in ast.walk(tree):
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         owner = node.func.value
@@ -492,9 +482,9 @@ def test_put_mp3_wait_and_get_results(pachd, tmp_path, sample_mp3s, capsys):
     assert run(pachd, "put-mp3", str(music)) == 0
     stored = pachd.files("audio-unprocessed")
     assert stored == {
-        pach.pfs_path("Rain (live) [2019].mp3"): sample_mp3s[0].read_bytes(),
+        pach.transfer.pfs_path("Rain (live) [2019].mp3"): sample_mp3s[0].read_bytes(),
         "/album/forest.MP3": sample_mp3s[1].read_bytes(),
-        pach.pfs_path("album/Forêt n°1.mp3"): sample_mp3s[1].read_bytes(),
+        pach.transfer.pfs_path("album/Forêt n°1.mp3"): sample_mp3s[1].read_bytes(),
         "/album/long-night.mp3": big,
     }
     commits = [r for n, r in pachd.calls if n == "StartCommit"]
@@ -567,7 +557,7 @@ def test_errors_are_one_line_without_traceback(pachd, tmp_path, capsys):
     assert "no .mp3 files" in capsys.readouterr().err
     assert run(pachd, "wait") == 1
     assert "nothing to wait for" in capsys.readouterr().err
-    assert pach.main(["deploy", "--host", "127.0.0.1", "--port", "1"]) == 1
+    assert pach.run(["deploy", "--host", "127.0.0.1", "--port", "1"]) == 1
     assert "pachctl port-forward" in capsys.readouterr().err
 
 
@@ -617,22 +607,21 @@ def test_get_results_never_writes_outside_its_folder(deployed_with_mp3, tmp_path
 
 
 def test_pfs_paths_are_valid_and_distinct():
-    assert pach.pfs_path("album/forest.mp3") == "/album/forest.mp3"  # safe names are kept
-    a, b = pach.pfs_path("Forêt (live).mp3"), pach.pfs_path("Foret (live).mp3")
+    assert pach.transfer.pfs_path("album/forest.mp3") == "/album/forest.mp3"  # safe names are kept
+    a, b = pach.transfer.pfs_path("Forêt (live).mp3"), pach.transfer.pfs_path("Foret (live).mp3")
     assert a != b and a.startswith("/Foret _live_-") and a.endswith(".mp3")
-    for path in (a, b, pach.pfs_path("Été/雨 [2019]*?.MP3"), pach.pfs_path("x!@+^{}")):
+    for path in (a, b, pach.transfer.pfs_path("Été/雨 [2019]*?.MP3"), pach.transfer.pfs_path("x!@+^{}")):
         assert all(" " <= ch <= "~" for ch in path) and not set(path) & FakePachd.GLOB, path
 
 
 def test_dependency_order_and_cycles():
-    import graphlib
-
     specs = pach.load_specs(PIPELINES_DIR)
     order = pach.dependency_order(specs)
     assert order[0] == "audio-processed" and order[-1] == "ambient-render"
-    a = {"pipeline": {"name": "a"}, "input": {"pfs": {"repo": "b", "glob": "/"}}}
-    b = {"pipeline": {"name": "b"}, "input": {"cross": [{"pfs": {"repo": "a", "glob": "/"}}]}}
-    with pytest.raises(graphlib.CycleError):
+    a = {"pipeline": {"name": "a"}, "input": {"pfs": {"repo": "b", "glob": "/"}}, "transform": {"cmd": ["true"]}}
+    b = {"pipeline": {"name": "b"}, "input": {"cross": [{"pfs": {"repo": "a", "glob": "/"}}]},
+         "transform": {"cmd": ["true"]}}
+    with pytest.raises(pach.PachError, match="cycle: a -> b -> a"):
         pach.dependency_order({"a": a, "b": b})
 
 
@@ -647,19 +636,19 @@ def test_same_spec_ignores_protojson_spelling():
 @pytest.mark.parametrize("command", ["deploy", "put-mp3", "put-config", "wait", "get-results", "undeploy"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exc:
-        pach.main([command, "--help"])
+        pach.run([command, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    assert "Examples:" in text and f"scripts/pach.py {command}" in text and "--host" in text
+    assert "Examples:" in text and f"ambientgen cluster {command}" in text and "--host" in text
 
 
 @pytest.mark.parametrize("flags", [{}, {"REPROCESS": "1", "PURGE": "1"}])
 def test_makefile_targets_call_the_script_with_valid_arguments(flags):
-    """The pach.py command lines in the Makefile parse with the script's own parser."""
+    """The `ambientgen cluster` command lines in the Makefile parse with its own parser."""
     make_vars = {"PY": ".venv/bin/python", "PACH_ARGS": "--host pachd.example --port 30650", "DIR": "music",
                  "OUT": "results", "REGISTRY": "ghcr.io/you", "FILE": "night.toml", **flags}
     lines = [line.strip() for line in (REPO_ROOT / "Makefile").read_text().splitlines()
-             if "scripts/pach.py" in line]
+             if "ambientgen cluster" in line]
     commands = set()
     for line in lines:
         expanded = re.sub(r"\$\(if \$\((\w+)\),([^,]*),\)", lambda m: m.group(2) if make_vars.get(m.group(1)) else "",
@@ -667,12 +656,12 @@ def test_makefile_targets_call_the_script_with_valid_arguments(flags):
         expanded = re.sub(r"\$\(or \$\((\w+)\),(\w+)\)", lambda m: make_vars.get(m.group(1)) or m.group(2), expanded)
         expanded = re.sub(r"\$\((\w+)\)", lambda m: make_vars.get(m.group(1), ""), expanded)
         argv = shlex.split(expanded)
-        argv = argv[argv.index("scripts/pach.py") + 1:]
-        args = pach.build_parser().parse_args(argv)
+        argv = argv[argv.index("cluster"):]
+        args = build_parser(only="cluster").parse_args(argv)
         assert args.host == "pachd.example" and args.port == 30650
-        commands.add(args.command)
-        if args.command == "deploy":
+        commands.add(args.action)
+        if args.action == "deploy":
             assert args.reprocess == bool(flags)
-        if args.command == "undeploy":
+        if args.action == "undeploy":
             assert args.purge == bool(flags)
     assert {"deploy", "put-mp3", "get-results", "undeploy"} <= commands

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "local": "ambientgen.local.cli",
     "demo": "ambientgen.demo",
     "compose": "ambientgen.compose",
+    "cluster": "ambientgen.cluster.cli",
 }
 
 

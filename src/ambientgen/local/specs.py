@@ -115,6 +115,13 @@ def _collect_inputs(node: object, where: str, out: list[PfsInput]) -> None:
                          f"(supported: {', '.join(SUPPORTED_INPUTS)})")
 
 
+def input_repos(node: dict) -> set[str]:
+    """Every repo an input tree reads (StoreError for an input kind the chain does not use)."""
+    found: list[PfsInput] = []
+    _collect_inputs(node, "input", found)
+    return {i.repo for i in found}
+
+
 def parse_spec(spec: dict, path: Path | None = None) -> PipelineSpec:
     """Check one spec (the parts the runner uses) and return it; errors name the file."""
     where = str(path) if path else "spec"
