@@ -48,7 +48,8 @@ def bench_train(config: str, batch: int, length: int, rounds: int) -> dict:
     from reference_transformer import RefMusicTransformer, make_reference_optimizer
 
     from ambientgen.models.transformer import MusicTransformer, get_config
-    from ambientgen.stages.train import TrainOptions, _autocast, bf16_is_fast, make_optimizer
+    from ambientgen.stages.train import TrainOptions
+    from ambientgen.stages.train_state import autocast, bf16_is_fast, make_optimizer
 
     cfg = get_config(config, max_len=max(length, get_config(config).max_len))
     torch.manual_seed(0)
@@ -70,7 +71,7 @@ def bench_train(config: str, batch: int, length: int, rounds: int) -> dict:
 
     def my_step():
         opt.zero_grad(set_to_none=True)
-        with _autocast("cpu", amp):
+        with autocast("cpu", amp):
             _, loss = mine(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(mine.parameters(), 1.0)

@@ -127,7 +127,7 @@ def test_rehearsal_windows_join_every_fine_tuning_batch(chorale_dataset, tiny_mo
     from safetensors.numpy import save_file
 
     from ambientgen.stages.finetune import REPLAY_FILE, load_replay
-    from ambientgen.stages.train import MixedSampler, WindowSampler, make_sampler
+    from ambientgen.stages.train_data import MixedSampler, WindowSampler, make_sampler
 
     init = tmp_path / "init"
     shutil.copytree(tiny_model, init, ignore=shutil.ignore_patterns("checkpoints"))

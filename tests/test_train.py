@@ -18,14 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ambientgen.stages.train import (
-    METRIC_COLUMNS,
-    TrainOptions,
-    WindowSampler,
-    eval_windows,
-    lr_at,
-    train,
-)
+from ambientgen.stages.train import TrainOptions, train
+from ambientgen.stages.train_data import WindowSampler, eval_windows
+from ambientgen.stages.train_state import METRIC_COLUMNS, lr_at
 from ambientgen.util import StageError
 
 FAST = dict(config="tiny", seq_len=64, batch_size=4, eval_windows=8, log_every=2, warmup=3, primer_seconds=4.0)
@@ -211,7 +206,9 @@ def test_sampler_windows_batches_and_state():
 def test_gradient_accumulation_gives_the_full_batch_gradient(chorale_dataset):
     """Two micro-batches of 2 windows accumulate the gradient of one batch of 4 (token-weighted, with padding)."""
     from ambientgen.models.transformer import MusicTransformer, get_config
-    from ambientgen.stages.train import accumulate_gradients, collate, load_split
+    from ambientgen.music.tfrecord_io import load_split
+    from ambientgen.stages.train import accumulate_gradients
+    from ambientgen.stages.train_data import collate
 
     pieces = load_split(chorale_dataset, "train")
     windows = [pieces[0][:40], pieces[0][40:70], pieces[1][:50], pieces[1][50:90]]  # unequal lengths: padding

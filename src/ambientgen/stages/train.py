@@ -14,12 +14,9 @@ a few pieces as token ids, for priming generation), checkpoints/step-NNNNNNN/.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import math
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -30,8 +27,19 @@ import numpy as np
 
 from ..music.performance import note_seconds
 from ..music.tfrecord_io import load_split
-from ..util import StageError, atomic_path, write_json
+from ..util import StageError, write_json
 from . import finetune
+from .train_data import MixedSampler, collate, eval_windows, evaluate, make_primers, make_sampler
+from .train_state import (
+    Checkpointer,
+    autocast,
+    bf16_is_fast,
+    fmt,
+    lr_at,
+    make_optimizer,
+    read_metrics,
+    write_metrics,
+)
 
 HELP = "train the Music Transformer (resumable safetensors checkpoints, metrics.csv)"
 EXAMPLES = """
@@ -43,8 +51,6 @@ EXAMPLES = """
   ambientgen train dataset/ model/ --config base --batch-size 4 --grad-accum 4 --device cuda
 """
 log = logging.getLogger(__name__)
-
-METRIC_COLUMNS = ["step", "epoch", "train_loss", "eval_nll", "eval_accuracy", "lr", "tokens_per_s"]
 
 # Optimisation defaults per model config (the model shapes are in models.transformer.CONFIGS).
 TRAIN_DEFAULTS: dict[str, dict] = {
@@ -140,337 +146,7 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Data
-
-
-class WindowSampler:
-    """Random training windows, batched by similar length, reproducible from a JSON-serialisable state.
-
-    Batches come in chunks of ``pool`` batches: a chunk draws pool*batch windows (piece chosen with
-    probability proportional to its length, start uniform), sorts them by length and cuts them into batches,
-    which are visited in a shuffled order. The state is the RNG state at the chunk's start plus the index
-    inside it, so a resumed run regenerates the same chunk and continues where it stopped.
-    """
-
-    def __init__(self, pieces: list[np.ndarray], batch_size: int, window: int, seed: int, pool: int = 8):
-        if not pieces:
-            raise ValueError("no training pieces")
-        self.pieces = pieces
-        self.batch_size = batch_size
-        self.window = window
-        self.pool = pool
-        lengths = np.array([len(p) for p in pieces], dtype=np.float64)
-        self.weights = lengths / lengths.sum()
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.chunk_state = self.rng.bit_generator.state
-        self.chunk: list[list[np.ndarray]] = []
-        self.index = 0
-        self._new_chunk()
-
-    def _new_chunk(self) -> None:
-        self.chunk_state = self.rng.bit_generator.state
-        n = self.pool * self.batch_size
-        which = self.rng.choice(len(self.pieces), size=n, p=self.weights)
-        wins = []
-        for i in which:
-            p = self.pieces[i]
-            if len(p) <= self.window:
-                wins.append(p)
-            else:
-                s = int(self.rng.integers(0, len(p) - self.window + 1))
-                wins.append(p[s:s + self.window])
-        wins.sort(key=len)
-        batches = [wins[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
-        order = self.rng.permutation(len(batches))
-        self.chunk = [batches[i] for i in order]
-        self.index = 0
-
-    def next(self) -> list[np.ndarray]:
-        if self.index >= len(self.chunk):
-            self._new_chunk()
-        b = self.chunk[self.index]
-        self.index += 1
-        return b
-
-    def state(self) -> dict:
-        return {"chunk_state": self.chunk_state, "index": self.index}
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["chunk_state"]
-        self._new_chunk()
-        self.index = int(state["index"])
-
-
-class MixedSampler:
-    """Batches of the user's windows with rehearsal windows (the base model's corpus) mixed in: ``replay`` of
-    each batch comes from the corpus, so fine-tuning keeps seeing the music the base learned from."""
-
-    def __init__(self, pieces: list[np.ndarray], replay: list[np.ndarray], batch_size: int, window: int, seed: int,
-                 share: float):
-        n_replay = min(batch_size - 1, max(1, round(batch_size * share)))
-        self.user = WindowSampler(pieces, batch_size - n_replay, window, seed)
-        self.replay = WindowSampler(replay, n_replay, window, seed + 1)
-
-    def next(self) -> list[np.ndarray]:
-        return self.user.next() + self.replay.next()
-
-    def state(self) -> dict:
-        return {"user": self.user.state(), "replay": self.replay.state()}
-
-    def set_state(self, state: dict) -> None:
-        self.user.set_state(state["user"])
-        self.replay.set_state(state["replay"])
-
-
-def make_sampler(pieces: list[np.ndarray], replay: list[np.ndarray], opts: TrainOptions, window: int):
-    """The training batches: the data set's windows alone, or mixed with rehearsal windows (--replay)."""
-    if replay and opts.replay and opts.replay > 0 and opts.batch_size > 1:
-        return MixedSampler(pieces, replay, opts.batch_size, window, opts.seed, opts.replay)
-    return WindowSampler(pieces, opts.batch_size, window, opts.seed)
-
-
-def collate(windows: list[np.ndarray], pad_id: int):
-    """(inputs, targets) LongTensors, right-padded with pad_id to the longest window."""
-    import torch
-
-    L = max(len(w) for w in windows) - 1
-    x = np.full((len(windows), L), pad_id, dtype=np.int64)
-    y = np.full((len(windows), L), pad_id, dtype=np.int64)
-    for i, w in enumerate(windows):
-        n = len(w) - 1
-        x[i, :n] = w[:-1]
-        y[i, :n] = w[1:]
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def eval_windows(pieces: list[np.ndarray], window: int, limit: int) -> list[np.ndarray]:
-    """A fixed evaluation set: consecutive windows of each piece in turn, round-robin, up to ``limit``."""
-    per_piece = [[p[s:s + window] for s in range(0, max(1, len(p) - 1), window - 1) if len(p[s:s + window]) >= 2]
-                 for p in pieces]
-    out: list[np.ndarray] = []
-    depth = 0
-    while len(out) < limit and any(depth < len(w) for w in per_piece):
-        for w in per_piece:
-            if depth < len(w) and len(out) < limit:
-                out.append(w[depth])
-        depth += 1
-    return sorted(out, key=len)
-
-
-def evaluate(model, windows: list[np.ndarray], batch_size: int, device, amp_dtype=None) -> tuple[float, float]:
-    """(NLL per non-pad token, next-token accuracy) over the windows."""
-    import torch
-    import torch.nn.functional as F
-
-    if not windows:
-        return float("nan"), float("nan")
-    model.eval()
-    total_nll, total_ok, total_n = 0.0, 0, 0
-    pad = model.cfg.pad_id
-    with torch.no_grad():
-        for i in range(0, len(windows), batch_size):
-            x, y = collate(windows[i:i + batch_size], pad)
-            x, y = x.to(device), y.to(device)
-            with _autocast(device, amp_dtype):
-                logits, _ = model(x)
-            logits = logits.float()
-            mask = y != pad
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
-            total_nll += float(nll[mask.reshape(-1)].sum())
-            total_ok += int(((logits.argmax(-1) == y) & mask).sum())
-            total_n += int(mask.sum())
-    model.train()
-    return total_nll / max(total_n, 1), total_ok / max(total_n, 1)
-
-
-def bf16_is_fast(device) -> bool:
-    """bf16 autocast pays off on CUDA and on CPUs with native bf16 matmuls (AVX512-BF16/AMX)."""
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and "avx512_bf16" in _cpu_flags()
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def _cpu_flags() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def _autocast(device, amp_dtype):
-    import contextlib
-
-    import torch
-
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Schedule, optimizer and checkpoints
-
-
-def lr_at(step: int, opts: TrainOptions) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine or inverse-sqrt."""
-    base, warm = opts.lr, max(1, opts.warmup)
-    if step < warm:
-        return base * (step + 1) / warm
-    if opts.schedule == "inverse-sqrt":
-        return base * math.sqrt(warm / (step + 1))
-    progress = min(1.0, (step - warm) / max(1, opts.steps - warm))
-    floor = base * opts.min_lr_ratio
-    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model, opts: TrainOptions, device):
-    """AdamW (beta2 0.98 as the paper), decay on matrices only, fused kernel where the build has one."""
-    import torch
-
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith(".er")]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2 or n.endswith(".er")]
-    groups = [{"params": decay, "weight_decay": opts.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    kw = dict(lr=opts.lr, betas=(0.9, 0.98), eps=1e-9)
-    try:
-        return torch.optim.AdamW(groups, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, **kw)
-
-
-def _opt_tensors(opt) -> tuple[dict, list]:
-    sd = opt.state_dict()
-    tensors = {}
-    for idx, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = v.detach().to("cpu").contiguous()
-    return tensors, sd["param_groups"]
-
-
-def _load_opt(opt, tensors: dict, groups: list) -> None:
-    state: dict = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-class Checkpointer:
-    """OUT/checkpoints/step-NNNNNNN/{model.safetensors, state.safetensors, state.json}, the last k kept."""
-
-    def __init__(self, out_dir: Path, keep: int):
-        self.root = out_dir / "checkpoints"
-        self.keep = max(1, keep)
-
-    def list(self) -> list[Path]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p for p in self.root.glob("step-*") if p.is_dir() and (p / "state.json").is_file())
-
-    def save(self, step: int, model, opt, info: dict) -> Path:
-        import torch
-        from safetensors.torch import save_file
-
-        from ..models.transformer import model_tensors
-
-        dest = self.root / f"step-{step:07d}"
-        tmp = self.root / f".tmp-step-{step:07d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(model_tensors(model), str(tmp / "model.safetensors"))
-        tensors, groups = _opt_tensors(opt)
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({**info, "step": step, "param_groups": groups}, indent=1))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        for old in self.list()[:-self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return dest
-
-    def load(self, path: Path, model, opt) -> dict:
-        import torch
-        from safetensors.torch import load_file
-
-        from ..models.transformer import load_tensors_into
-
-        try:
-            info = json.loads((path / "state.json").read_text())
-            load_tensors_into(model, load_file(str(path / "model.safetensors")), source=str(path))
-            tensors = load_file(str(path / "state.safetensors"))
-            _load_opt(opt, tensors, info["param_groups"])
-            torch.set_rng_state(tensors["rng.torch"])
-            if "rng.cuda" in tensors and torch.cuda.is_available():
-                torch.cuda.set_rng_state(tensors["rng.cuda"])
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise StageError(path, f"cannot restore checkpoint: {type(exc).__name__}: {exc}"[:300]) from None
-        return info
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Primers
-
-
-def make_primers(pieces: list[tuple[str, np.ndarray]], seconds: float, count: int) -> list[dict]:
-    """The first ``seconds`` of up to ``count`` pieces as token ids (decoded, trimmed, re-encoded)."""
-    import note_seq
-
-    from ..music import performance
-
-    out = []
-    for name, ids in pieces[:count]:
-        try:
-            ns = performance.decode([int(t) for t in ids])
-            if ns.total_time <= 0:
-                continue
-            cut = note_seq.sequences_lib.trim_note_sequence(ns, 0.0, min(seconds, ns.total_time))
-            toks = [int(t) for t in performance.encode(cut)]
-            while toks and toks[-1] in (performance.EOS_ID, performance.PAD_ID):
-                toks.pop()
-        except Exception as exc:  # a piece that does not decode is not a primer
-            log.warning("%s: cannot make a primer: %s", name, exc)
-            continue
-        if toks:
-            out.append({"name": name, "seconds": round(min(seconds, ns.total_time), 3), "tokens": toks})
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Training loop
-
-
-def _read_metrics(path: Path, upto: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r.get("step") and int(r["step"]) <= upto]
-
-
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
-
-
-def _fmt(v: float | None) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
 
 
 class _Stop:
@@ -506,7 +182,7 @@ def accumulate_gradients(fwd, micro: list, pad_id: int, device, amp_dtype=None) 
     loss_sum = 0.0
     for x, y in micro:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             _, loss = fwd(x, y)
         w = int((y != pad_id).sum()) / max(n_tok, 1)
         (loss * w).backward()
@@ -588,11 +264,11 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         sampler.set_state(info["sampler"])
         resumed_from = step
         log.info("resumed from %s (step %d)", latest, step)
-    rows = _read_metrics(metrics_path, step)
+    rows = read_metrics(metrics_path, step)
     fwd = torch.compile(model) if use_compile else model
 
     def save_ckpt() -> Path:
-        _write_metrics(metrics_path, rows)
+        write_metrics(metrics_path, rows)
         return ckpt.save(step, model, opt, {"tokens_seen": tokens_seen, "lr_scale": lr_scale,
                                             "sampler": sampler.state(), "config": opts.config,
                                             "best": best.state(),
@@ -601,7 +277,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     if not ckpt.list():
         if init_dir is not None:  # the starting point is a candidate too: fine-tuning must beat it
             nll, acc = evaluate(model, ev_windows, opts.batch_size, device, amp_dtype)
-            rows.append({"step": 0, "epoch": "0", "eval_nll": _fmt(nll), "eval_accuracy": _fmt(acc)})
+            rows.append({"step": 0, "epoch": "0", "eval_nll": fmt(nll), "eval_accuracy": fmt(acc)})
             best.offer(0, nll, acc, model)
             log.info("step 0 (%s): eval NLL %.4f, accuracy %.3f", init_dir.name, nll, acc)
         save_ckpt()  # step 0: the rollback target before the first regular checkpoint
@@ -666,16 +342,16 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
             is_eval = step % opts.eval_every == 0 or step == opts.steps
             if step % opts.log_every == 0 or is_eval:
                 row = {"step": step, "epoch": f"{tokens_seen / train_tokens:.4f}",
-                       "train_loss": _fmt(loss_acc / max(loss_n, 1)), "lr": _fmt(lr), "tokens_per_s": f"{tps:.1f}"}
+                       "train_loss": fmt(loss_acc / max(loss_n, 1)), "lr": fmt(lr), "tokens_per_s": f"{tps:.1f}"}
                 if is_eval:
                     nll, acc = evaluate(model, ev_windows, opts.batch_size, device, amp_dtype)
-                    row.update(eval_nll=_fmt(nll), eval_accuracy=_fmt(acc))
+                    row.update(eval_nll=fmt(nll), eval_accuracy=fmt(acc))
                     best.offer(step, nll, acc, model)
                     log.info("step %d: train loss %.4f, eval NLL %.4f, accuracy %.3f, %.0f tokens/s",
                              step, loss_acc / max(loss_n, 1), nll, acc, tps)
                 rows.append(row)
                 if is_eval:  # readable while training runs
-                    _write_metrics(metrics_path, rows)
+                    write_metrics(metrics_path, rows)
                 loss_acc, loss_n, tok_window, t_window = 0.0, 0, 0, time.monotonic()
             if step % opts.checkpoint_every == 0:
                 save_ckpt()
@@ -683,7 +359,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         stopped_early = step < opts.steps
         if not ckpt.list() or int(ckpt.list()[-1].name.split("-")[1]) != step:
             save_ckpt()
-        _write_metrics(metrics_path, rows)
+        write_metrics(metrics_path, rows)
         last_eval = next((r for r in reversed(rows) if r.get("eval_nll")), None)
         nll = float(last_eval["eval_nll"]) if last_eval else None
         acc = float(last_eval["eval_accuracy"]) if last_eval else None
