@@ -100,7 +100,7 @@ def main() -> None:
             dest.mkdir()
             for name, e in c.files.items():
                 with open(dest / name, "wb") as out:
-                    shutil.copyfile(store.blob_path(e["hash"]), out.name)
+                    shutil.copyfile(store.blobs.path(e["hash"]), out.name)
                     os.fsync(out.fileno())
 
         def export_verified() -> None:

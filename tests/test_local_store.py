@@ -11,7 +11,7 @@ import pytest
 from test_local_helpers import files_outside, local_cli
 
 from ambientgen.local import Store, StoreBusy, StoreError
-from ambientgen.local.store import Commit, new_id
+from ambientgen.local.records import Commit, new_id
 from ambientgen.pfs import pfs_path
 
 
@@ -42,7 +42,7 @@ def test_folder_goes_in_one_commit_with_content_addressed_blobs(store, music):
     assert sorted(c.files) == [rain, "sub/deep.mp3", "waves.mp3"]
     e = c.files["waves.mp3"]
     assert e["hash"] == sha(b"ID3 waves" * 50) and e["size"] == 450
-    assert store.blob_path(e["hash"]).read_bytes() == b"ID3 waves" * 50
+    assert store.blobs.path(e["hash"]).read_bytes() == b"ID3 waves" * 50
     # files directly, with --dest; the second commit keeps the first commit's files
     c2 = store.put_files("audio-unprocessed", [music / "waves.mp3", music / "sub" / "deep.mp3"], dest="/flat")
     assert c2.parent == c.id

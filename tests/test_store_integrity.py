@@ -11,7 +11,7 @@ from ambientgen.local import Store, StoreError, run_pipelines
 
 
 def flip_byte(store: Store, digest: str) -> None:
-    path = store.blob_path(digest)
+    path = store.blobs.path(digest)
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..chain import INPUT_REPOS
 from ..local import specs as rules
-from ..local.store import StoreError
+from ..local.records import StoreError
 
 BRANCH = "master"
 IMAGE_PREFIX = "ambientgen/"  # the specs' transform.image is ambientgen/<stage>:<version>

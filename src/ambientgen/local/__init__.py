@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Commit": "store", "FileInfo": "store", "Store": "store", "StoreBusy": "store", "StoreError": "store",
+    "Commit": "records", "FileInfo": "records", "Store": "store", "StoreBusy": "records", "StoreError": "records",
     "PipelineSpec": "specs", "default_pipelines_dir": "specs", "glob_matches": "specs", "load_specs": "specs", "parse_spec": "specs",
     "topo_order": "specs",
     "DatumResult": "runner", "JobResult": "runner", "find_job": "runner", "list_jobs": "runner",

@@ -126,7 +126,7 @@ def parse_ref(ref: str, need_path: bool = False) -> tuple[str, str | None, str]:
     head, sep, path = ref.partition(":")
     repo, _, commit = head.partition("@")
     if need_path and not sep:
-        from .store import StoreError
+        from .records import StoreError
 
         raise StoreError(f"{ref!r}: give a path, as REPO@COMMIT:PATH")
     return repo, commit or None, path or "/"
@@ -204,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     elif cmd == "list-file":
         repo, commit, path = parse_ref(args.ref)
         if args.recursive:
-            from .store import clean_repo_path
+            from .records import clean_repo_path
 
             c = store.resolve(repo, commit)
             prefix = clean_repo_path(path)
@@ -233,7 +233,7 @@ def main(args: argparse.Namespace) -> int:
         for ref in args.ref:
             repo, commit, path = parse_ref(ref, need_path=True)
             if commit not in (None, "master"):
-                from .store import StoreError
+                from .records import StoreError
 
                 raise StoreError(f"{ref}: files are deleted on the branch (REPO@master:PATH), not in a commit")
             by_repo.setdefault(repo, []).append(path)

@@ -25,17 +25,9 @@ from pathlib import Path
 
 from ..pfs import refused
 from ..util import progress
+from .records import CRASH_ENV, StoreError, clean_repo_path, crash_point, new_id, now_iso, safe_join
 from .specs import Datum, PipelineSpec, datums_for, load_specs, topo_order
-from .store import (
-    CRASH_ENV,
-    Store,
-    StoreError,
-    clean_repo_path,
-    crash_point,
-    new_id,
-    now_iso,
-    safe_join,
-)
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +309,7 @@ def _load_datum_record(store: Store, pipeline: str, datum_hash: str) -> dict | N
         rec = json.loads(datum_record_path(store, pipeline, datum_hash).read_text())
     except (OSError, ValueError):
         return None
-    if not all(store.has_blob(e["hash"]) for e in rec.get("files", {}).values()):
+    if not all(store.blobs.has(e["hash"]) for e in rec.get("files", {}).values()):
         return None
     return rec
 
@@ -339,7 +331,7 @@ def _stage_inputs(store: Store, d: Datum, pfs_root: Path) -> None:
         base = pfs_root / di.name
         base.mkdir(parents=True, exist_ok=True)
         for f, e in di.files.items():
-            store.copy_blob(e["hash"], safe_join(base, f), atomic=False, what=f"{di.repo}@{di.commit[:12]}:/{f}")
+            store.blobs.copy(e["hash"], safe_join(base, f), atomic=False, what=f"{di.repo}@{di.commit[:12]}:/{f}")
 
 
 def _collect_outputs(store: Store, out_dir: Path, staging: Path) -> dict[str, dict]:
@@ -365,7 +357,7 @@ def _collect_outputs(store: Store, out_dir: Path, staging: Path) -> dict[str, di
                 raise StoreError(f"output /{rel} is a symlink leaving the datum's folders")
             if not os.path.isfile(real):
                 raise StoreError(f"output /{rel} is not a regular file")
-            digest, size = store.add_blob(real)
+            digest, size = store.blobs.add(real)
             files[rel] = {"hash": digest, "size": size}
     return files
 

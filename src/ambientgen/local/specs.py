@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from .store import Store, StoreError, check_repo_name
+from .records import StoreError, check_repo_name
+from .store import Store
 
 # Keys the runner understands; others in a spec are accepted (Pachyderm validates them) but have no effect here.
 SUPPORTED_INPUTS = ("pfs", "cross", "union")

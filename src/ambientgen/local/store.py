@@ -16,190 +16,42 @@ moment leaves each earlier commit readable)::
 Paths inside a repo are kept without the leading ``/`` ("a/b.mp3") and shown with it ("/a/b.mp3").
 They never become paths in the store itself (contents live under their hash), and every path is
 checked before it is written out to a folder (export, get-file, a datum's staging directory).
+
+The parts: records.py (commits, ids, the path rules), blobs.py (objects/), lock.py (the writer lock); this
+module puts them together as repos and commits.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..pfs import pfs_path
-from ..util import StageError
+from .blobs import Blobs
+from .lock import WriterLock
+from .records import (
+    BRANCH,
+    Commit,
+    FileInfo,
+    StoreError,
+    _inside_real,
+    check_repo_name,
+    clean_repo_path,
+    crash_point,
+    fsync_dir,
+    new_id,
+    now_iso,
+    safe_join,
+)
 
 log = logging.getLogger(__name__)
-
-BRANCH = "master"
-NAME_MAX = 255  # bytes in one path component (Linux)
-PATH_MAX = 4096
-_REPO_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-CRASH_ENV = "_AMBIENTGEN_TEST_KILL_AT"  # a test hook, named unlike any AMBIENTGEN_<COMMAND>_<OPTION>
-_crash_counts: dict[str, int] = {}
-
-
-def crash_point(name: str) -> None:
-    """Test hook: ``_AMBIENTGEN_TEST_KILL_AT=name`` (or ``name:N`` for the N-th time) kills the process here.
-
-    ``os._exit`` skips every cleanup handler, like ``kill -9``.
-    """
-    want = os.environ.get(CRASH_ENV)
-    if not want:
-        return
-    point, _, nth = want.partition(":")
-    if point != name:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if _crash_counts[name] >= int(nth or 1):
-        sys.stderr.write(f"ambientgen local: simulated crash at {name}\n")
-        sys.stderr.flush()
-        os._exit(137)
-
-
-class StoreError(StageError):
-    """A store operation that cannot be done; the message says why."""
-
-    def __init__(self, cause: str, path: str | os.PathLike | None = None):
-        super().__init__(path, cause)
-
-
-class StoreBusy(StoreError):
-    """Another process holds the writer lock."""
-
-
-def now_iso() -> str:
-    """UTC time with milliseconds, e.g. 2026-01-02T03:04:05.678Z."""
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
-
-
-def new_id() -> str:
-    """A Pachyderm-style 32 hex digit id."""
-    return uuid.uuid4().hex
-
-
-def check_repo_name(name: str) -> str:
-    if not isinstance(name, str) or not _REPO_RE.match(name):
-        raise StoreError(f"invalid repo name {name!r}: use 1-63 letters, digits, '_' or '-'")
-    return name
-
-
-def clean_repo_path(path: str, what: str = "path") -> str:
-    """Normalize a path inside a repo ("/a//b/" -> "a/b"; "/" -> ""), refusing anything unsafe.
-
-    Refused: NUL or other control characters, ``.``/``..`` components, a component over 255 bytes,
-    a path over 4096 bytes. A leading ``/`` is the repo root (as in pachctl), never the host's root.
-    """
-    if not isinstance(path, str):
-        raise StoreError(f"invalid {what} {path!r}")
-    if "\x00" in path:
-        raise StoreError(f"invalid {what} {path!r}: contains a NUL byte")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
-        raise StoreError(f"invalid {what} {path!r}: contains a control character")
-    if "\\" in path:
-        raise StoreError(f"invalid {what} {path!r}: contains a backslash")
-    parts = [p for p in path.split("/") if p]
-    for p in parts:
-        if p in (".", ".."):
-            raise StoreError(f"invalid {what} {path!r}: '{p}' components are not allowed")
-        try:
-            size = len(p.encode("utf-8"))
-        except UnicodeEncodeError as exc:
-            raise StoreError(f"invalid {what} {path!r}: not valid UTF-8") from exc
-        if size > NAME_MAX:
-            raise StoreError(f"invalid {what} '{p[:40]}...': name is {size} bytes, the limit is {NAME_MAX}")
-    out = "/".join(parts)
-    if len(out.encode("utf-8")) > PATH_MAX:
-        raise StoreError(f"invalid {what}: longer than {PATH_MAX} bytes")
-    return out
-
-
-def safe_join(root: Path, repo_path: str) -> Path:
-    """root / repo_path, after checking that the result stays inside root."""
-    rel = clean_repo_path(repo_path)
-    dest = root.joinpath(*rel.split("/")) if rel else root
-    root_abs = os.path.abspath(root)
-    if os.path.commonpath([root_abs, os.path.abspath(dest)]) != root_abs:
-        raise StoreError(f"path {repo_path!r} leaves {root}")
-    return dest
-
-
-def _inside_real(root: Path, dest: Path) -> None:
-    """Refuse to write dest when a symlinked folder on its way leads outside root."""
-    real_root = os.path.realpath(root)
-    parent = dest.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    real = os.path.realpath(parent)
-    if real != real_root and not real.startswith(real_root + os.sep):
-        raise StoreError(f"{dest}: a symbolic link in the target folder leads outside it ({real}); not written")
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@dataclass
-class FileInfo:
-    path: str  # without leading slash
-    hash: str
-    size: int
-    type: str = "file"  # "file" or "dir"
-
-    def display(self) -> str:
-        return "/" + self.path + ("/" if self.type == "dir" and self.path else "")
-
-
-@dataclass
-class Commit:
-    repo: str
-    id: str
-    parent: str | None
-    created: str
-    files: dict[str, dict] = field(default_factory=dict)  # path -> {"hash", "size"}
-    origin: str = "USER"  # USER (put-file/delete-file) or AUTO (a pipeline job)
-    provenance: list[dict] = field(default_factory=list)  # [{"repo", "commit"}] the direct inputs
-    job: str | None = None
-    pipeline: str | None = None
-    salt: str | None = None
-    message: str = ""
-
-    @property
-    def size(self) -> int:
-        return sum(int(f["size"]) for f in self.files.values())
-
-    def to_json(self) -> dict:
-        return {
-            "repo": self.repo, "id": self.id, "branch": BRANCH, "parent": self.parent, "created": self.created,
-            "origin": self.origin, "provenance": self.provenance, "job": self.job, "pipeline": self.pipeline,
-            "salt": self.salt, "message": self.message, "files": self.files,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> Commit:
-        return cls(
-            repo=d["repo"], id=d["id"], parent=d.get("parent"), created=d.get("created", ""),
-            files=d.get("files", {}), origin=d.get("origin", "USER"), provenance=d.get("provenance", []),
-            job=d.get("job"), pipeline=d.get("pipeline"), salt=d.get("salt"), message=d.get("message", ""),
-        )
-
 
 class Store:
     """A directory holding repos, commits and blobs. Reads never lock; writes take the writer lock."""
@@ -213,8 +65,8 @@ class Store:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         elif not (self.root / "repos").is_dir():
             raise StoreError("no store here (put a file first: ambientgen local put-file REPO FILE...)", self.root)
-        self._lock_fd: int | None = None
-        self._lock_depth = 0
+        self.blobs = Blobs(self.root, self.tmp_dir)
+        self._lock = WriterLock(self.root / "lock", on_acquire=self._recover)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -227,50 +79,8 @@ class Store:
         Another process holding it: wait (with a message) when ``wait``, else raise StoreBusy.
         Taking the lock also clears what a killed writer left behind (tmp/, jobs marked running).
         """
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield self
-            finally:
-                self._lock_depth -= 1
-            return
-        lock_path = self.root / "lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = self._lock_holder()
-                if not wait:
-                    raise StoreBusy(
-                        f"store is busy: another ambientgen local command is writing to it ({holder}); "
-                        "try again when it has finished, or pass --wait", self.root) from None
-                log.warning("%s: store is busy (%s); waiting for it...", self.root, holder)
-                print(f"ambientgen local: waiting for the store lock held by {holder} ...", file=sys.stderr)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()}: {what}\n".encode(), 0)
-            self._lock_fd = fd
-            self._lock_depth = 1
-            self._recover()
-            try:
-                yield self
-            finally:
-                self._lock_depth = 0
-                self._lock_fd = None
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)  # closing releases the flock
-
-    def _lock_holder(self) -> str:
-        try:
-            text = (self.root / "lock").read_text().strip()
-        except OSError:
-            text = ""
-        return text or "unknown process"
+        with self._lock.hold(wait, what):
+            yield self
 
     def _recover(self) -> None:
         """After a crash: drop staging leftovers and mark jobs that were running as killed."""
@@ -301,10 +111,10 @@ class Store:
                 log.warning("job %s of %s was interrupted earlier; marked killed", job.get("id"), job.get("pipeline"))
 
     def _require_lock(self) -> None:
-        if not self._lock_depth:
+        if not self._lock.held:
             raise RuntimeError("store write without the writer lock")
 
-    # ------------------------------------------------------------------ atomic files and blobs
+    # ------------------------------------------------------------------ atomic files
     def tmp_dir(self) -> Path:
         d = self.root / "tmp"
         d.mkdir(parents=True, exist_ok=True)
@@ -330,128 +140,11 @@ class Store:
             raise
         fsync_dir(path.parent)
 
-    def blob_path(self, digest: str) -> Path:
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise StoreError(f"invalid content hash {digest!r}")
-        return self.root / "objects" / digest[:2] / digest[2:]
-
-    def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
-
-    def add_blob(self, src: str | os.PathLike) -> tuple[str, int]:
-        """Copy a file into the blob store (hashing while copying); return (sha256, size)."""
-        tmp_fd, tmp = tempfile.mkstemp(prefix="blob.", dir=self.tmp_dir())
-        h = hashlib.sha256()
-        size = 0
-        try:
-            try:
-                fin = open(src, "rb")
-            except OSError as exc:
-                os.close(tmp_fd)
-                raise StoreError(f"cannot read: {exc.strerror or exc}", src) from None
-            with fin, os.fdopen(tmp_fd, "wb") as fout:
-                while True:
-                    try:
-                        chunk = fin.read(1 << 20)
-                    except OSError as exc:
-                        raise StoreError(f"cannot read: {exc.strerror or exc}", src) from None
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    try:
-                        fout.write(chunk)
-                    except OSError as exc:
-                        raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
-                                         src) from None
-                    size += len(chunk)
-                try:
-                    fout.flush()
-                    os.fsync(fout.fileno())
-                except OSError as exc:
-                    raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
-                                     src) from None
-            digest = h.hexdigest()
-            dest = self.blob_path(digest)
-            crash_point("blob")
-            if dest.is_file() and self.blob_ok(digest):
-                os.unlink(tmp)
-            else:  # new, or damaged on disk: the good bytes replace it
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(tmp, 0o444)
-                os.replace(tmp, dest)
-                fsync_dir(dest.parent)
-            return digest, size
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def blob_ok(self, digest: str) -> bool:
-        """Does the blob's content still hash to its name?"""
-        h = hashlib.sha256()
-        try:
-            with open(self.blob_path(digest), "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    h.update(chunk)
-        except OSError:
-            return False
-        return h.hexdigest() == digest
-
-    def read_blob(self, digest: str, what: str = "") -> bytes:
-        """A blob's bytes, verified against its hash (a damaged object is a StoreError, never served)."""
-        try:
-            data = self.blob_path(digest).read_bytes()
-        except OSError as exc:
-            raise StoreError(f"{what or digest}: object {digest[:12]} cannot be read: {exc.strerror or exc}") from None
-        if hashlib.sha256(data).hexdigest() != digest:
-            raise StoreError(self._corrupt(digest, what))
-        return data
-
-    def _corrupt(self, digest: str, what: str) -> str:
-        return (f"{what or 'object'}: stored object {digest[:12]} is damaged (its content no longer matches its "
-                f"hash); run `ambientgen local fsck --store {self.root}`, then put the original file again")
-
-    def copy_blob(self, digest: str, dest: Path, atomic: bool = True, what: str = "") -> None:
-        """Write a blob's content to dest (a new file; atomically by default), verifying its hash on the way.
-
-        A damaged object raises StoreError naming ``what`` (repo@commit:/path) and leaves no file at dest.
-        """
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if atomic:
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name[:200]}.", suffix=".part", dir=dest.parent)
-            os.close(fd)
-            target = Path(tmp)
-        else:
-            target = dest
-        try:
-            h = hashlib.sha256()
-            try:
-                src = open(self.blob_path(digest), "rb")
-            except OSError as exc:
-                raise StoreError(f"{what or digest}: object {digest[:12]} cannot be read: "
-                                 f"{exc.strerror or exc}") from None
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-            with src, os.fdopen(os.open(target, flags, 0o666), "wb") as out:
-                while chunk := src.read(1 << 20):
-                    h.update(chunk)
-                    out.write(chunk)
-                if atomic:
-                    out.flush()
-                    os.fsync(out.fileno())
-            if h.hexdigest() != digest:
-                raise StoreError(self._corrupt(digest, what))
-            if atomic:
-                os.replace(target, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(target)
-            raise
-
     def fsck(self) -> dict:
         """Hash every object; list the damaged or missing ones with the repo@commit:/path entries that use them."""
-        objects = sorted(p for p in (self.root / "objects").glob("??/*") if p.is_file())
-        damaged = {p.parent.name + p.name for p in objects if not self.blob_ok(p.parent.name + p.name)}
-        present = {p.parent.name + p.name for p in objects}
+        objects = self.blobs.listing()
+        damaged = {d for d in objects if not self.blobs.ok(d)}
+        present = set(objects)
         users: dict[str, list[str]] = {}
         for info in self.list_repos():
             for c in self.list_commits(info["name"]):
@@ -564,7 +257,7 @@ class Store:
         """Write the commit file, then move the branch head to it (each step atomic)."""
         self._require_lock()
         for entry in commit.files.values():
-            if not self.has_blob(entry["hash"]):
+            if not self.blobs.has(entry["hash"]):
                 raise StoreError(f"commit {commit.id} refers to missing content {entry['hash']}")
         cdir = self.repo_dir(commit.repo) / "commits"
         cdir.mkdir(parents=True, exist_ok=True)
@@ -646,7 +339,7 @@ class Store:
                     if parent in files:
                         raise StoreError(f"cannot put /{target}: /{parent} is a file in {repo}")
                 try:
-                    digest, size = self.add_blob(src)
+                    digest, size = self.blobs.add(src)
                 except OSError as exc:  # publishing the object (rename, folder) failed
                     raise StoreError(f"cannot write into the store {self.root}: {exc.strerror or exc}",
                                      src) from None
@@ -719,7 +412,7 @@ class Store:
         target = clean_repo_path(path)
         if target not in c.files:
             raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found (or it is a folder)")
-        return self.read_blob(c.files[target]["hash"], f"{repo}@{c.id[:12]}:/{target}")
+        return self.blobs.read(c.files[target]["hash"], f"{repo}@{c.id[:12]}:/{target}")
 
     def get_file(self, repo: str, path: str, dest: str | os.PathLike, ref: str | None = None) -> Path:
         """Copy one file out of a commit to dest (written atomically)."""
@@ -728,7 +421,7 @@ class Store:
         if target not in c.files:
             raise StoreError(f"{repo}@{c.id[:12]}:/{target} not found (or it is a folder)")
         dest = Path(dest)
-        self.copy_blob(c.files[target]["hash"], dest, what=f"{repo}@{c.id[:12]}:/{target}")
+        self.blobs.copy(c.files[target]["hash"], dest, what=f"{repo}@{c.id[:12]}:/{target}")
         return dest
 
     def export(self, repo: str, dest_dir: str | os.PathLike, commit: str | None = None, path: str = "/") -> list[Path]:
@@ -743,7 +436,7 @@ class Store:
                 continue
             dest = safe_join(dest_dir, fp)
             _inside_real(dest_dir, dest)
-            self.copy_blob(e["hash"], dest, what=f"{repo}@{c.id[:12]}:/{fp}")
+            self.blobs.copy(e["hash"], dest, what=f"{repo}@{c.id[:12]}:/{fp}")
             out.append(dest)
         return out
 
