@@ -34,8 +34,8 @@ from ambientgen.stages.dataset import (  # noqa: E402
     DatasetOptions,
     augment_arrays,
     make_dataset,
-    performance_notes,
 )
+from ambientgen.stages.dataset_files import performance_notes  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:

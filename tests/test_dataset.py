@@ -18,10 +18,10 @@ from ambientgen.stages.dataset import (
     DatasetOptions,
     augment_arrays,
     make_dataset,
-    performance_notes,
     split_of,
     windows,
 )
+from ambientgen.stages.dataset_files import performance_notes
 
 SMALL_AUG = {"stretch": (0.95, 1.0, 1.05), "transpose": (-1, 0, 2)}
 
