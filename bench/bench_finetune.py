@@ -84,7 +84,7 @@ def prepare(name: str, work: Path) -> tuple[Path, Path]:
 
 def common_eval(model_dir: Path, ds: Path, window: int = 257) -> float:
     """Eval NLL of a model folder on fixed windows of the data set's eval split (the same for every model)."""
-    from ambientgen.models.transformer import load_model_dir
+    from ambientgen.models.weights import load_model_dir
     from ambientgen.music.tfrecord_io import load_split
     from ambientgen.stages.train_data import eval_windows, evaluate
 

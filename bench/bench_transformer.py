@@ -88,8 +88,8 @@ def bench_gen(config: str, n_new: int, prompt_len: int) -> dict:
     import torch
     from reference_transformer import RefMusicTransformer, reference_generate
 
-    from ambientgen.models.transformer import MusicTransformer, generate_tokens, get_config
-
+    from ambientgen.models.sampling import generate_tokens
+    from ambientgen.models.transformer import MusicTransformer, get_config
     cfg = get_config(config, max_len=max(get_config(config).max_len, n_new + prompt_len), dropout=0.0)
     torch.manual_seed(0)
     prompt = torch.randint(2, cfg.vocab_size, (1, prompt_len))

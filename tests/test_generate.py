@@ -150,7 +150,8 @@ def test_note_off_mask_spends_offs_only_on_sounding_notes(model_dir):
     the same model does (a few steps of training leave it far from knowing which notes sound)."""
     import torch
 
-    from ambientgen.models.transformer import generate_tokens, load_model_dir
+    from ambientgen.models.sampling import generate_tokens
+    from ambientgen.models.weights import load_model_dir
 
     on, off = perf.NOTE_ON_OFFSET, perf.NOTE_OFF_OFFSET
     notes = perf.SoundingNotes(torch.tensor([[on + 60, on + 64, off + 60, off + 70]]))
@@ -185,7 +186,8 @@ def test_hold_guard_ends_notes_held_too_long(model_dir, tmp_path):
     comes from the training notes' lengths in config.json; without the guard the same model holds notes longer."""
     import torch
 
-    from ambientgen.models.transformer import generate_tokens, load_model_dir
+    from ambientgen.models.sampling import generate_tokens
+    from ambientgen.models.weights import load_model_dir
     from ambientgen.stages.generate import hold_limit
 
     model, meta = load_model_dir(model_dir)

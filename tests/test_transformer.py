@@ -9,17 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ambientgen.models.transformer import (
-    CONFIGS,
-    MusicTransformer,
-    TransformerConfig,
-    generate_tokens,
-    get_config,
-    load_model_dir,
-    rel_logits,
-    sample_next,
-    save_model_dir,
-)
+from ambientgen.models.sampling import generate_tokens, sample_next
+from ambientgen.models.transformer import CONFIGS, MusicTransformer, TransformerConfig, get_config, rel_logits
+from ambientgen.models.weights import load_model_dir, save_model_dir
 from ambientgen.util import StageError
 
 

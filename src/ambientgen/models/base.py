@@ -53,7 +53,8 @@ def read_safetensors_header(path: Path) -> dict:
 
 def check_model_dir(model_dir: str | Path):
     """(TransformerConfig, meta) of a model folder, checked against its weights' header and sane limits."""
-    from .transformer import CONFIG_FILE, MODEL_FILE, MusicTransformer, TransformerConfig
+    from .transformer import MusicTransformer, TransformerConfig
+    from .weights import CONFIG_FILE, MODEL_FILE
 
     model_dir = Path(model_dir)
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE

@@ -79,7 +79,7 @@ def load_init(model, folder: Path) -> None:
     """Copy the folder's weights (fp16 or fp32) into the freshly built model."""
     from safetensors.torch import load_file
 
-    from ..models.transformer import MODEL_FILE, load_tensors_into
+    from ..models.weights import MODEL_FILE, load_tensors_into
 
     try:
         tensors = {k: v.float() for k, v in load_file(str(folder / MODEL_FILE)).items()}
@@ -113,7 +113,7 @@ class Best:
         """Keep the model's weights if nll beats the best so far (by more than noise); True if it did."""
         from safetensors.torch import save_file
 
-        from ..models.transformer import model_tensors
+        from ..models.weights import model_tensors
 
         if not math.isfinite(nll) or nll >= self.nll - 1e-4:
             self.stale += 1
@@ -129,7 +129,7 @@ class Best:
             return False
         from safetensors.torch import load_file
 
-        from ..models.transformer import load_tensors_into
+        from ..models.weights import load_tensors_into
 
         device = next(model.parameters()).device
         load_tensors_into(model, {k: v.to(device) for k, v in load_file(str(self.path)).items()},

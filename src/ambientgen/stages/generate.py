@@ -200,7 +200,7 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
     import note_seq
     import torch
 
-    from ..models.transformer import generate_tokens
+    from ..models.sampling import generate_tokens
     from ..music import performance as perf
 
     primer, primer_desc = primer_tokens(req, model_dir, source)
@@ -278,7 +278,7 @@ def generate(model_dir: str | Path, out_dir: str | Path, config_dir: str | Path 
     """
     import torch
 
-    from ..models.transformer import load_model_dir
+    from ..models.weights import load_model_dir
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)

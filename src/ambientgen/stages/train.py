@@ -198,7 +198,8 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     """
     import torch
 
-    from ..models.transformer import MusicTransformer, save_model_dir
+    from ..models.transformer import MusicTransformer
+    from ..models.weights import save_model_dir
 
     opts = opts or TrainOptions()
     init_dir = finetune.init_dir(opts)

@@ -121,7 +121,7 @@ class Checkpointer:
         import torch
         from safetensors.torch import save_file
 
-        from ..models.transformer import model_tensors
+        from ..models.weights import model_tensors
 
         dest = self.root / f"step-{step:07d}"
         tmp = self.root / f".tmp-step-{step:07d}-{os.getpid()}"
@@ -148,7 +148,7 @@ class Checkpointer:
         import torch
         from safetensors.torch import load_file
 
-        from ..models.transformer import load_tensors_into
+        from ..models.weights import load_tensors_into
 
         try:
             info = json.loads((path / "state.json").read_text())
