@@ -20,7 +20,7 @@ _EXPORTS = {
     "Commit": "records", "FileInfo": "records", "Store": "store", "StoreBusy": "records", "StoreError": "records",
     "PipelineSpec": "specs", "default_pipelines_dir": "specs", "glob_matches": "specs", "load_specs": "specs", "parse_spec": "specs",
     "topo_order": "specs",
-    "DatumResult": "runner", "JobResult": "runner", "find_job": "runner", "list_jobs": "runner",
+    "DatumResult": "datum", "JobResult": "runner", "find_job": "runner", "list_jobs": "runner",
     "read_logs": "runner", "run_pipeline": "runner", "run_pipelines": "runner",
 }
 __all__ = sorted(_EXPORTS)

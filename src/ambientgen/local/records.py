@@ -65,6 +65,11 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def short(x: str | None) -> str:
+    """An id as shown to a person: its first 12 digits."""
+    return (x or "-")[:12]
+
+
 def check_repo_name(name: str) -> str:
     if not isinstance(name, str) or not _REPO_RE.match(name):
         raise StoreError(f"invalid repo name {name!r}: use 1-63 letters, digits, '_' or '-'")
