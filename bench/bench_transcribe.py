@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
 
+from ambientgen.music import basic_pitch_onnx as bpo  # noqa: E402
 from ambientgen.music import transcription as tr  # noqa: E402
 from ambientgen.sampledata import render_midi, score_to_midi  # noqa: E402
 from ambientgen.stages.audio import decode_to_wav  # noqa: E402
@@ -57,7 +58,7 @@ GRID = {
     "melodia_trick": (True, False),
     "harmonic_ratio": (0.0, 0.8),
 }
-BASIC_PITCH_DEFAULTS = tr.BasicPitchParams(onset_threshold=0.5, frame_threshold=0.3, minimum_note_length_ms=127.7)
+BASIC_PITCH_DEFAULTS = bpo.BasicPitchParams(onset_threshold=0.5, frame_threshold=0.3, minimum_note_length_ms=127.7)
 
 
 def log(msg: str) -> None:
@@ -89,8 +90,8 @@ def build_set(works: tuple[str, ...], programs: tuple[int, ...], cache: Path, of
     return out
 
 
-def score(bp: tr.BasicPitchTranscriber, acts: dict, pieces: list[tuple], params: tr.BasicPitchParams) -> list[dict]:
-    fps = tr.BP_SAMPLE_RATE / tr.BP_HOP
+def score(bp: bpo.BasicPitchTranscriber, acts: dict, pieces: list[tuple], params: bpo.BasicPitchParams) -> list[dict]:
+    fps = bpo.BP_SAMPLE_RATE / bpo.BP_HOP
     rows = []
     for name, ref, _ in pieces:
         note, onset = acts[name]
@@ -113,18 +114,18 @@ def fmt_rows(title: str, rows: list[dict]) -> str:
 
 
 def accuracy(cache: Path, n_pieces: int) -> dict:
-    bp = tr.BasicPitchTranscriber()
+    bp = bpo.BasicPitchTranscriber()
     tuning = build_set(TUNING_WORKS[:n_pieces], PROGRAMS, cache, 0)
     heldout = build_set(HELDOUT_WORKS[:n_pieces], PROGRAMS, cache, 3)
     sustained = build_set(HELDOUT_WORKS[:len(OTHER)], OTHER, cache, 0)
     acts = {}
     for name, _, wav in tuning + heldout + sustained:
-        acts[name] = bp.activations_of(tr.load_audio(wav, tr.BP_SAMPLE_RATE))
+        acts[name] = bp.activations_of(tr.load_audio(wav, bpo.BP_SAMPLE_RATE))
     best, best_f1 = None, -1.0
     keys = list(GRID)
     t0 = time.perf_counter()
     for combo in itertools.product(*(GRID[k] for k in keys)):
-        params = tr.BasicPitchParams(**dict(zip(keys, combo)))
+        params = bpo.BasicPitchParams(**dict(zip(keys, combo)))
         f1 = mean(score(bp, acts, tuning, params), "f1")
         if f1 > best_f1:
             best, best_f1 = params, f1
@@ -150,7 +151,7 @@ def accuracy(cache: Path, n_pieces: int) -> dict:
     return out
 
 
-def heldout_through_stage(pieces: list[tuple], params: tr.BasicPitchParams) -> list[dict]:
+def heldout_through_stage(pieces: list[tuple], params: bpo.BasicPitchParams) -> list[dict]:
     import note_seq
 
     from ambientgen.stages.transcribe import transcribe_dir
@@ -195,11 +196,11 @@ def speed(cache: Path, minutes: float) -> dict:
     import contextlib
     import io
 
-    with tr._quiet_import():
+    with bpo._quiet_import():
         from basic_pitch.inference import Model, predict
 
     mp3 = long_mp3(cache, minutes)
-    bp = tr.BasicPitchTranscriber()
+    bp = bpo.BasicPitchTranscriber()
     with tempfile.TemporaryDirectory() as tmp:
         warm = make_piece(HELDOUT_WORKS[0], 0, cache)[1]
         decode_to_wav(warm, Path(tmp, "warm.wav"))
@@ -215,7 +216,7 @@ def speed(cache: Path, minutes: float) -> dict:
         log(f"ours: {audio_s:.0f} s of audio, mp3->wav {t1 - t0:.1f} s, wav->midi {t2 - t1:.1f} s: "
             f"{ours:.0f}x real time end to end (wall), {c2 - c0:.1f} CPU-s = {ours_cpu:.0f}x real time per CPU "
             f"({len(ns.notes)} notes; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-        model = Model(tr.basic_pitch_model_path())
+        model = Model(bpo.basic_pitch_model_path())
         wav22 = Path(tmp, "long22.wav")
         decode_to_wav(mp3, wav22, sample_rate=22050)
         c3, t3 = _cpu(), time.perf_counter()
@@ -227,12 +228,12 @@ def speed(cache: Path, minutes: float) -> dict:
             f"{base_cpu:.0f}x per CPU; ours end to end / baseline: {ours / base:.2f} (wall), "
             f"{ours_cpu / base_cpu:.2f} (CPU)")
         # the model alone, for scale: the ceiling of any end-to-end figure on this machine
-        x = np.random.default_rng(0).normal(0, 0.1, (8, tr.BP_WINDOW, 1)).astype(np.float32)
+        x = np.random.default_rng(0).normal(0, 0.1, (8, bpo.BP_WINDOW, 1)).astype(np.float32)
         c5, t5 = _cpu(), time.perf_counter()
         for _ in range(5):
             bp.session.run(bp._outputs, {bp._input: x})
         c6, t6 = _cpu(), time.perf_counter()
-        model_s = 5 * 8 * tr.BP_KEEP * tr.BP_HOP / tr.BP_SAMPLE_RATE
+        model_s = 5 * 8 * bpo.BP_KEEP * bpo.BP_HOP / bpo.BP_SAMPLE_RATE
         log(f"model alone: {model_s / (t6 - t5):.0f}x real time (wall), {model_s / (c6 - c5):.0f}x per CPU")
     return {"minutes": minutes, "ours_x_realtime": ours, "model_x_realtime": model_s / (t6 - t5), "ours_x_realtime_per_cpu": ours_cpu,
             "baseline_x_realtime": base, "baseline_x_realtime_per_cpu": base_cpu,

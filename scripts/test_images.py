@@ -209,16 +209,21 @@ def run_pipeline(rt: Runtime, log: Log, spec, pfs: Path, image: str, env_extra: 
     out_repo.mkdir(parents=True)
     failed, t0 = 0, time.monotonic()
     for i, d in enumerate(datums, 1):
-        out = pfs.parent / "datums" / spec.name / str(i)
-        shutil.rmtree(out, ignore_errors=True)
+        work = pfs.parent / "datums" / spec.name / str(i)
+        shutil.rmtree(work, ignore_errors=True)
+        out = work / "out"
         out.mkdir(parents=True)
         os.chown(out, STAGE_USER, STAGE_USER)
         mounts: list[tuple[Path, str, bool]] = [(out, "/pfs/out", False)]
         env = dict(spec.transform.get("env", {}))
-        for di in d.inputs:
-            whole = di.path == ""
-            mounts.append((pfs / di.repo / di.path, f"/pfs/{di.name}" + ("" if whole else f"/{di.path}"), True))
-            env[di.name] = f"/pfs/{di.name}" + ("" if whole else f"/{di.path}")
+        for di in d.inputs:  # the datum's files alone, under their repo paths (any name: no mount syntax to break)
+            staged = work / "in" / di.name
+            staged.mkdir(parents=True)
+            for rel in di.files:
+                (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.link(pfs / di.repo / rel, staged / rel)
+            mounts.append((staged, f"/pfs/{di.name}", True))
+            env[di.name] = f"/pfs/{di.name}" + (f"/{di.path}" if di.path else "")
         env.update(env_extra)
         log(f"{spec.name}: datum {i}/{len(datums)} ({d.describe()}) in {image}")
         rc = rt.run(log, image, spec.transform["cmd"], mounts, env, name=f"ag-{spec.name}")

@@ -17,6 +17,7 @@ import pytest
 import soundfile
 
 from ambientgen.cli import main as cli_main
+from ambientgen.music import basic_pitch_onnx as bpo
 from ambientgen.music import transcription as tr
 from ambientgen.stages.audio import convert
 from ambientgen.stages.transcribe import load_onsets_frames, transcribe_dir
@@ -49,7 +50,7 @@ def rendered(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def transcribed(rendered) -> dict:
     out = rendered["root"] / "midi"
-    tr._SESSIONS.clear()
+    bpo._SESSIONS.clear()
     code = cli_main(["transcribe", str(rendered["wav"]), str(out)])
     assert code == 0
     return {"out": out, **rendered}
@@ -104,7 +105,7 @@ def test_model_loaded_once_per_process(rendered, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", counting)
-    tr._SESSIONS.clear()
+    bpo._SESSIONS.clear()
     res = transcribe_dir(rendered["wav"], tmp_path / "a")
     assert len(res.done) == len(WORKS) and len(created) == 1
     transcribe_dir(rendered["wav"], tmp_path / "b")  # a second folder in the same process: still one load
@@ -114,16 +115,16 @@ def test_model_loaded_once_per_process(rendered, tmp_path, monkeypatch):
 def test_blocked_decoding_matches_whole_file(rendered):
     """Short blocks (2 s, 1 s look-ahead) exercise the stitching; the notes stay essentially the same."""
     wav = rendered["wav"] / "bwv66_6.wav"
-    whole = tr.BasicPitchTranscriber().transcribe_file(wav)
-    blocked = tr.BasicPitchTranscriber(stream=tr.StreamOptions(block_s=2.0, lookahead_s=1.0)).transcribe_file(wav)
+    whole = bpo.BasicPitchTranscriber().transcribe_file(wav)
+    blocked = bpo.BasicPitchTranscriber(stream=tr.StreamOptions(block_s=2.0, lookahead_s=1.0)).transcribe_file(wav)
     assert abs(len(whole.notes) - len(blocked.notes)) <= 2
     assert tr.onset_scores(whole, blocked)["f1"] > 0.97
 
 
 def test_streamed_activations_equal_whole_signal(rendered):
     """Windows lie on a fixed grid, so reading in odd-sized pieces gives exactly the same model input."""
-    bp = tr.BasicPitchTranscriber()
-    audio = tr.load_audio(rendered["wav"] / "bwv269.wav", tr.BP_SAMPLE_RATE)
+    bp = bpo.BasicPitchTranscriber()
+    audio = tr.load_audio(rendered["wav"] / "bwv269.wav", bpo.BP_SAMPLE_RATE)
     note_a, onset_a = bp.activations_of(audio)
     cuts = [0, 777, 50_000, 50_001, 123_456, len(audio)]
     pieces = [audio[a:b] for a, b in zip(cuts, cuts[1:])]
@@ -132,7 +133,7 @@ def test_streamed_activations_equal_whole_signal(rendered):
         notes.append(note)
         onsets.append(onset)
         n = total or n
-    assert n == len(note_a) == -(-len(audio) // tr.BP_HOP)
+    assert n == len(note_a) == -(-len(audio) // bpo.BP_HOP)
     np.testing.assert_allclose(np.concatenate(notes)[:n], note_a, atol=1e-5)
     np.testing.assert_allclose(np.concatenate(onsets)[:n], onset_a, atol=1e-5)
 

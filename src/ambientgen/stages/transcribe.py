@@ -61,13 +61,13 @@ def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None) -> Any
 def make_transcriber(backend: str = "basic-pitch", checkpoint: str | Path | None = None, params: Any = None,
                      stream: Any = None, threads: int | None = None) -> Any:
     """Build (and load the model of) a backend once; reuse it for every file."""
-    from ..music import transcription as tr
+    from ..music import basic_pitch_onnx as bp
 
     if backend == "basic-pitch":
         if checkpoint is not None:
             raise StageError(checkpoint, "--checkpoint is for --backend onsets-frames; basic-pitch uses its shipped model")
-        return tr.BasicPitchTranscriber(params=params, stream=stream,
-                                        threads=tr.default_threads() if threads is None else threads)
+        return bp.BasicPitchTranscriber(params=params, stream=stream,
+                                        threads=bp.default_threads() if threads is None else threads)
     if backend == "onsets-frames":
         return load_onsets_frames(checkpoint, stream)
     raise StageError(None, f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
@@ -176,7 +176,8 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..music.transcription import BasicPitchParams, StreamOptions
+    from ..music.basic_pitch_onnx import BasicPitchParams
+    from ..music.transcription import StreamOptions
 
     d, s = BasicPitchParams(), StreamOptions()
     p.add_argument("input_dir", help="directory of audio files (e.g. /pfs/audio-processed-wav)")
@@ -204,7 +205,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..music.transcription import BasicPitchParams, StreamOptions
+    from ..music.basic_pitch_onnx import BasicPitchParams
+    from ..music.transcription import StreamOptions
 
     params = BasicPitchParams(onset_threshold=args.onset_threshold, frame_threshold=args.frame_threshold,
                               minimum_note_length_ms=args.min_note_ms, minimum_frequency=args.min_freq,
