@@ -13,7 +13,7 @@ Steps, each logged with its duration into WORK/test-images.log:
 3. sample MP3s (Bach chorales rendered with FluidSynth) go into WORK/pfs/audio-unprocessed and the example
    requests of data/generation-config/ into WORK/pfs/generation-config;
 4. every pipeline of pipelines/, in dependency order, runs once per datum in a container of its spec's image:
-   the datum's files mounted read-only at /pfs/<input>, an empty /pfs/out, the spec's transform.cmd and env;
+   the datum's files (hard links in a staging folder) read-only at /pfs/<input>, an empty /pfs/out, the spec's transform.cmd and env;
    the datums' outputs are merged into WORK/pfs/<pipeline>, and every output file is read back (MP3, WAV, MIDI,
    TFRecord, safetensors, JSON, PNG) and must belong to the image's non-root user;
 5. a table of image sizes and of the layers each stage image shares with its base.

@@ -14,8 +14,8 @@ import pytest
 from conftest import PIPELINES_DIR
 from test_local_helpers import local_cli, manifest, pfs, write_spec
 
+from ambientgen.env import CRASH_ENV
 from ambientgen.local import Store, list_jobs, run_pipelines
-from ambientgen.local.records import CRASH_ENV
 
 UPPER = ["sh", "-c", 'for f in /pfs/in/*; do tr a-z A-Z < "$f" > /pfs/out/"$(basename "$f")"; done']
 COUNT = ["sh", "-c", "ls /pfs/upper | wc -l > /pfs/out/n; cat /pfs/upper/* > /pfs/out/all"]

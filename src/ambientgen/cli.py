@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
-from . import __version__
+from . import __version__, env
 from .util import StageError, setup_logging
 
 # subcommand -> module. Stage commands take INPUT_DIR OUTPUT_DIR, the /pfs/<input> -> /pfs/out contract.
@@ -74,11 +73,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def env_var_name(command: str, dest: str) -> str:
-    """AMBIENTGEN_<COMMAND>_<OPTION>, e.g. AMBIENTGEN_TRAIN_MINUTES for `ambientgen train --minutes`."""
-    return f"AMBIENTGEN_{command}_{dest}".upper().replace("-", "_")
-
-
 def apply_env_defaults(command: str, parser: argparse.ArgumentParser) -> None:
     """Let AMBIENTGEN_<COMMAND>_<OPTION> environment variables set an option's default.
 
@@ -88,7 +82,7 @@ def apply_env_defaults(command: str, parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if not action.option_strings or action.dest in ("help", "verbose"):
             continue
-        raw = os.environ.get(env_var_name(command, action.dest))
+        raw = env.option_default(command, action.dest)
         if raw is None:
             continue
         if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction):
@@ -97,7 +91,7 @@ def apply_env_defaults(command: str, parser: argparse.ArgumentParser) -> None:
             try:
                 value = action.type(raw)
             except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"environment variable {env_var_name(command, action.dest)}={raw!r} is not a valid "
+                parser.error(f"environment variable {env.option_var(command, action.dest)}={raw!r} is not a valid "
                              f"{action.option_strings[-1]} value ({exc})")
         else:
             value = raw

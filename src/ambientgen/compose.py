@@ -15,16 +15,15 @@ Liked pieces are remembered in OUT/liked/ so that later calls keep making variat
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import shlex
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from . import env as env_mod  # run_chain takes an `env` dict
 from .chain import CONFIG_REPO, GENERATED_REPO, MP3_REPO, RENDERED_REPO, REPOS
 from .music.midi_io import MIDI_SUFFIXES
 from .pfs import refused
@@ -74,21 +73,6 @@ def find_dir(explicit: str | os.PathLike | None, name: str) -> Path:
     raise StageError(name, "folder not found: run from the project checkout or pass its path")
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the stages the runner starts (AMBIENTGEN_<COMMAND>_<OPTION>), then restore."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def run_chain(run_dir: Path, music_dir: Path, requests_dir: Path, pipelines: Path, env: dict[str, str],
               parallelism: int = 1, what: str = "your music", record: dict | None = None) -> dict:
     """Mirror music_dir and requests_dir into the store's input repos, run every pipeline, export, report.
@@ -111,7 +95,7 @@ def run_chain(run_dir: Path, music_dir: Path, requests_dir: Path, pipelines: Pat
         print(f"      {repo}: {'unchanged' if after == before else 'new commit ' + after[:12]}")
     print(f"[2/3] running {pipelines}/*.json with the local runner "
           + ", ".join(f"{k}={v}" for k, v in sorted(env.items())))
-    with environment(env):
+    with env_mod.overridden(env):
         results = run_pipelines(store, pipelines, parallelism=parallelism)
     for r in results:
         print("      " + r.summary())

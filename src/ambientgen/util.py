@@ -42,7 +42,9 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
     """A progress bar with rate and ETA on stderr (silent when AMBIENTGEN_NO_PROGRESS=1)."""
     from tqdm import tqdm
 
-    disable = os.environ.get("AMBIENTGEN_NO_PROGRESS") == "1"
+    from . import env
+
+    disable = env.no_progress()
     yield from tqdm(items, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
 
 
@@ -181,7 +183,9 @@ SOUNDFONT_CANDIDATES = (
 
 def find_soundfont(explicit: str | os.PathLike | None = None) -> Path:
     """The General MIDI soundfont to use: explicit path, $AMBIENTGEN_SOUNDFONT, Debian's FluidR3, or pretty_midi's."""
-    for cand in (explicit, os.environ.get("AMBIENTGEN_SOUNDFONT"), *SOUNDFONT_CANDIDATES):
+    from . import env
+
+    for cand in (explicit, env.get("AMBIENTGEN_SOUNDFONT"), *SOUNDFONT_CANDIDATES):
         if cand and Path(cand).is_file():
             return Path(cand)
     import pretty_midi

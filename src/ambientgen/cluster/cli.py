@@ -7,10 +7,10 @@ $PACH_CONFIG, what ``pachctl connect`` writes), else localhost:30650 (``pachctl 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from .. import env
 from ..chain import CONFIG_REPO, INPUT_REPOS, MP3_REPO
 from .pipelines import BRANCH, PachError, connect, deploy, undeploy
 from .transfer import get_results, put_config, put_mp3, report_jobs, wait_jobs
@@ -76,9 +76,9 @@ def cmd_undeploy(args, client) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     conn = argparse.ArgumentParser(add_help=False)
-    conn.add_argument("--host", default=os.environ.get("PACHD_HOST"),
+    conn.add_argument("--host", default=env.get("PACHD_HOST"),
                       help="pachd host (default: the pachctl config, else localhost)")
-    conn.add_argument("--port", type=int, default=int(os.environ.get("PACHD_PORT", "0")) or None,
+    conn.add_argument("--port", type=int, default=env.pachd_port(),
                       help="pachd gRPC port (default 30650)")
     conn.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     waiting = argparse.ArgumentParser(add_help=False)
@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "  ambientgen cluster deploy\n  ambientgen cluster deploy --reprocess\n"
             "  ambientgen cluster deploy --registry ghcr.io/me --host pachd.example.org", [specs])
     p.add_argument("--reprocess", action="store_true", help="run every datum again (new pipeline salt)")
-    p.add_argument("--registry", default=os.environ.get("AMBIENTGEN_REGISTRY"),
+    p.add_argument("--registry", default=env.get("AMBIENTGEN_REGISTRY"),
                    help="image registry: ambientgen/<stage>:V becomes REGISTRY/<stage>:V "
                    "(default $AMBIENTGEN_REGISTRY, else the specs' images as written)")
 

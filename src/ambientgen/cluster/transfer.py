@@ -10,6 +10,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .. import env
 from ..chain import CONFIG_REPO, INPUT_REPOS, MP3_REPO
 from ..chain import GENERATED_REPO as MIDI_REPO
 from ..chain import RENDERED_REPO as AUDIO_REPO
@@ -28,7 +29,7 @@ def progress_bar(total: int | None, desc: str, unit: str):
 
     return tqdm(
         total=total, desc=desc, unit=unit, unit_scale=unit == "B", dynamic_ncols=True, leave=False,
-        disable=os.environ.get("AMBIENTGEN_NO_PROGRESS") == "1",
+        disable=env.no_progress(),
     )
 
 

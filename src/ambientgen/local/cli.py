@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from .. import env
 
 HELP = "run the Pachyderm pipeline specs on this machine (embedded store, repos, commits, jobs)"
 DESCRIPTION = (
@@ -111,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def store_root(args: argparse.Namespace) -> Path:
-    return Path(getattr(args, "store", None) or os.environ.get("AMBIENTGEN_STORE") or DEFAULT_STORE)
+    return Path(getattr(args, "store", None) or env.get("AMBIENTGEN_STORE") or DEFAULT_STORE)
 
 
 def pipelines_root(args: argparse.Namespace) -> Path:

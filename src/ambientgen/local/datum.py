@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..env import CRASH_ENV
 from ..pfs import refused
-from .records import CRASH_ENV, StoreError, clean_repo_path, crash_point, now_iso, safe_join, short
+from .records import StoreError, clean_repo_path, crash_point, now_iso, safe_join, short
 from .specs import Datum, PipelineSpec
 from .store import Store
 

@@ -15,13 +15,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import env
 from ..util import StageError
 
 BRANCH = "master"
 NAME_MAX = 255  # bytes in one path component (Linux)
 PATH_MAX = 4096
 _REPO_RE = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
-CRASH_ENV = "_AMBIENTGEN_TEST_KILL_AT"  # a test hook, named unlike any AMBIENTGEN_<COMMAND>_<OPTION>
 _crash_counts: dict[str, int] = {}
 
 
@@ -30,7 +30,7 @@ def crash_point(name: str) -> None:
 
     ``os._exit`` skips every cleanup handler, like ``kill -9``.
     """
-    want = os.environ.get(CRASH_ENV)
+    want = env.crash_point_wanted()
     if not want:
         return
     point, _, nth = want.partition(":")

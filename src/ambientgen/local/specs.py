@@ -157,9 +157,11 @@ def parse_spec(spec: dict, path: Path | None = None) -> PipelineSpec:
 
 def default_pipelines_dir() -> Path:
     """$AMBIENTGEN_PIPELINES, else ./pipelines, else the pipelines/ folder of the checkout this package runs from."""
-    env = os.environ.get("AMBIENTGEN_PIPELINES")
-    if env:
-        return Path(env)
+    from .. import env
+
+    given = env.get("AMBIENTGEN_PIPELINES")
+    if given:
+        return Path(given)
     here = Path("pipelines")
     if here.is_dir():
         return here

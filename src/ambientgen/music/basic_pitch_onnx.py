@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -304,7 +303,6 @@ class BasicPitchTranscriber:
 
 def default_threads() -> int:
     """Threads for the model: $AMBIENTGEN_THREADS, else 0 (onnxruntime's choice: the physical cores)."""
-    try:
-        return int(os.environ.get("AMBIENTGEN_THREADS", "0"))
-    except ValueError:
-        return 0
+    from .. import env
+
+    return env.threads()

@@ -26,8 +26,9 @@ PREPROCESS_VERSION = 1  # bump when what a cache entry holds changes: every entr
 
 def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/ambientgen/make-dataset, or ~/.cache/ambientgen/make-dataset."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ambientgen" / "make-dataset"
+    from .. import env
+
+    return env.cache_home() / "ambientgen" / "make-dataset"
 
 
 def performance_notes(ns: Any) -> tuple[np.ndarray, ...]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import env
 from ..music.performance import note_seconds
 from ..music.tfrecord_io import load_split
 from ..util import StageError, write_json
@@ -287,7 +287,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     from tqdm import tqdm
 
     bar = tqdm(total=opts.steps, initial=step, desc="train", unit="step", dynamic_ncols=True, leave=False,
-               disable=os.environ.get("AMBIENTGEN_NO_PROGRESS") == "1")
+               disable=env.no_progress())
     t_start, tok_window, t_window = time.monotonic(), 0, time.monotonic()
     loss_acc, loss_n, last_loss, tps = 0.0, 0, None, 0.0
     interrupted = False
