@@ -34,6 +34,13 @@ from pachyderm_sdk.api import pfs, pps
 
 from ambientgen import cluster as pach
 from ambientgen.cli import build_parser
+from ambientgen.cli import main as cli_main
+
+
+def cluster_cli(argv: list[str]) -> int:
+    """`ambientgen cluster ARGV...` in this process: its exit status."""
+    return cli_main(["cluster", *argv])
+
 
 SOURCES = sorted((REPO_ROOT / "src" / "ambientgen" / "cluster").glob("*.py"))
 
@@ -371,7 +378,7 @@ def pachd():
 
 def run(pachd: FakePachd, *argv: str) -> int:
     """`ambientgen cluster ACTION`, as `make deploy-pipelines` etc. run it (connection options after the action)."""
-    return pach.run([argv[0], *pachd.args, *argv[1:]])
+    return cluster_cli([argv[0], *pachd.args, *argv[1:]])
 
 
 def created(pachd: FakePachd) -> list[tuple[str, bool, bool]]:
@@ -557,7 +564,7 @@ def test_errors_are_one_line_without_traceback(pachd, tmp_path, capsys):
     assert "no .mp3 files" in capsys.readouterr().err
     assert run(pachd, "wait") == 1
     assert "nothing to wait for" in capsys.readouterr().err
-    assert pach.run(["deploy", "--host", "127.0.0.1", "--port", "1"]) == 1
+    assert cluster_cli(["deploy", "--host", "127.0.0.1", "--port", "1"]) == 1
     assert "pachctl port-forward" in capsys.readouterr().err
 
 
@@ -636,7 +643,7 @@ def test_same_spec_ignores_protojson_spelling():
 @pytest.mark.parametrize("command", ["deploy", "put-mp3", "put-config", "wait", "get-results", "undeploy"])
 def test_every_subcommand_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as exc:
-        pach.run([command, "--help"])
+        cluster_cli([command, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "Examples:" in text and f"ambientgen cluster {command}" in text and "--host" in text

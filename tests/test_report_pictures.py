@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ambientgen.music.pianoroll import extract_notes, note_name, save_pianoroll
 from ambientgen.report.curves import read_metrics, save_curves, summarize
-from ambientgen.report.pianoroll import extract_notes, note_name, save_pianoroll
 from ambientgen.util import StageError
 
 

@@ -32,12 +32,6 @@ from .transfer import (
 __all__ = [
     "BRANCH", "PachError", "check_config", "connect", "dependency_order", "deploy", "download_repo", "downstream_of",
     "get_results", "input_repos", "job_state", "latest_input_commit", "load_specs", "put_config", "put_files",
-    "put_mp3", "report_jobs", "run", "same_spec", "undeploy", "wait_jobs", "with_registry",
+    "put_mp3", "report_jobs", "same_spec", "undeploy", "wait_jobs", "with_registry",
 ]
 
-
-def run(argv: list[str]) -> int:
-    """`ambientgen cluster ARGV...` in process (the exit status)."""
-    from ..cli import main
-
-    return main(["cluster", *argv])

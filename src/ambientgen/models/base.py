@@ -24,6 +24,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent / "assets" / "base-model"
 MAX_PARAMS = 200_000_000  # far above any shipped or trainable-here model, far below what would exhaust memory
 LIMITS = {"n_layer": 64, "n_head": 64, "d_model": 4096, "d_ff": 16384, "max_len": 16384, "vocab_size": 65536}
 HEADER_MAX = 16 << 20
+MODEL_FILE = "model.safetensors"  # a model folder: these two files, never a pickle
+CONFIG_FILE = "config.json"
 
 
 def read_safetensors_header(path: Path) -> dict:
@@ -54,7 +56,6 @@ def read_safetensors_header(path: Path) -> dict:
 def check_model_dir(model_dir: str | Path):
     """(TransformerConfig, meta) of a model folder, checked against its weights' header and sane limits."""
     from .transformer import MusicTransformer, TransformerConfig
-    from .weights import CONFIG_FILE, MODEL_FILE
 
     model_dir = Path(model_dir)
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE

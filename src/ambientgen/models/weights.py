@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from .base import CONFIG_FILE, MODEL_FILE, check_model_dir
 from .transformer import MusicTransformer
-
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 def model_tensors(model: MusicTransformer) -> dict[str, torch.Tensor]:
@@ -62,7 +60,6 @@ def load_model_dir(model_dir, device: str | torch.device = "cpu") -> tuple[Music
     from safetensors.torch import load_file
 
     from ..util import StageError
-    from .base import check_model_dir
 
     model_dir = Path(model_dir)
     cfg_path, weights_path = model_dir / CONFIG_FILE, model_dir / MODEL_FILE

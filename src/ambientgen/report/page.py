@@ -185,7 +185,7 @@ def audio_tag(report: Report, path: Path) -> str:
 
 def roll_for(report: Report, midi: Path, subdir: str, existing: Path | None = None) -> str:
     """<img> of midi's piano roll: existing PNG, or one drawn into the assets folder (when stale)."""
-    from .pianoroll import save_pianoroll
+    from ..music.pianoroll import save_pianoroll
 
     if existing is not None and existing.is_file():
         png = existing

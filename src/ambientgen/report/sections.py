@@ -203,7 +203,7 @@ def _transcriptions(report: Report) -> str:
             if isinstance(facts.get("duration_s"), int | float):
                 words.append(human_time(facts["duration_s"]))
             if isinstance(facts.get("pitch_min"), int) and isinstance(facts.get("pitch_max"), int):
-                from .pianoroll import note_name
+                from ..music.pianoroll import note_name
 
                 words.append(f"{note_name(facts['pitch_min'])}–{note_name(facts['pitch_max'])}")
             if isinstance(facts.get("backend"), str):

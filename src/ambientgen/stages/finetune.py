@@ -79,7 +79,8 @@ def load_init(model, folder: Path) -> None:
     """Copy the folder's weights (fp16 or fp32) into the freshly built model."""
     from safetensors.torch import load_file
 
-    from ..models.weights import MODEL_FILE, load_tensors_into
+    from ..models.base import MODEL_FILE
+    from ..models.weights import load_tensors_into
 
     try:
         tensors = {k: v.float() for k, v in load_file(str(folder / MODEL_FILE)).items()}

@@ -229,7 +229,7 @@ def render_file(midi: str | Path, out_stem: str | Path, options: RenderOptions |
         _, _, stride = loop_layout(piece_frames, total, int(crossfade * sr), events.end_sample)
         seams = [round(k * stride / sr, 3) for k in range(1, -(-total // stride))] if total > piece_frames else []
     if opts.pianoroll:
-        from ..report.pianoroll import save_pianoroll
+        from ..music.pianoroll import save_pianoroll
 
         save_pianoroll(pm, out_stem.with_suffix(".png"), title=midi.name)
         written.append(out_stem.with_suffix(".png"))

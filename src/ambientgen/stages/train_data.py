@@ -4,14 +4,10 @@ rehearsal mix for fine-tuning, padded batches, the eval NLL, and the primers sav
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .train_state import autocast
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .train import TrainOptions
+from .train_state import TrainOptions, autocast
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""What `ambientgen train` keeps across steps and runs: the device's number format, the learning-rate schedule,
-the optimizer, checkpoints (safetensors + JSON, resumable bitwise on CPU) and metrics.csv."""
+"""What `ambientgen train` runs by and keeps: its options and their defaults, the device's number format, the
+learning-rate schedule, the optimizer, checkpoints (safetensors + JSON, resumable bitwise on CPU), metrics.csv."""
 
 from __future__ import annotations
 
@@ -9,15 +9,93 @@ import logging
 import math
 import os
 import shutil
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..util import StageError, atomic_path
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .train import TrainOptions
-
 log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------------------
+# Options
+
+# Optimisation defaults per model config (the model shapes are in models.transformer.CONFIGS).
+TRAIN_DEFAULTS: dict[str, dict] = {
+    "tiny": dict(steps=1500, batch_size=16, lr=2e-3, warmup=100, eval_every=100, checkpoint_every=100),
+    "medium": dict(steps=100000, batch_size=16, lr=1e-3, warmup=200, eval_every=200, checkpoint_every=200),
+    "small": dict(steps=20000, batch_size=16, lr=6e-4, warmup=1000, eval_every=500, checkpoint_every=500),
+    "base": dict(steps=100000, batch_size=8, lr=3e-4, warmup=4000, eval_every=1000, checkpoint_every=1000),
+}
+# Fine-tuning a model folder (--init base|DIR): a short warm-up, a lower peak, frequent evaluation and early
+# stopping, since a user's few pieces are learned (and then over-learned) within minutes.
+FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=3e-4, warmup=20, eval_every=20, checkpoint_every=40,
+                         patience=8, dropout=0.0, replay=0.5)  # dropout 0: as the base was trained
+
+
+@dataclass
+class TrainOptions:
+    config: str = "auto"  # auto: small on a GPU, tiny on a CPU; with --init, the init model's own shape
+    steps: int | None = None
+    minutes: float | None = None
+    batch_size: int | None = None
+    grad_accum: int = 1
+    lr: float | None = None
+    min_lr_ratio: float = 0.1
+    warmup: int | None = None
+    schedule: str = "cosine"  # or "inverse-sqrt"
+    weight_decay: float = 0.01
+    clip: float = 1.0
+    eval_every: int | None = None
+    eval_windows: int = 32
+    checkpoint_every: int | None = None
+    keep: int = 3
+    log_every: int = 10
+    seq_len: int | None = None  # window length (default: the model's max_len)
+    seed: int = 0
+    device: str = "auto"
+    attn_impl: str = "auto"
+    compile: str = "auto"  # auto: on for CUDA
+    amp: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16
+    attention: str | None = None  # override the config: "relative" or "vanilla"
+    dropout: float | None = None
+    primer_seconds: float = 10.0
+    primer_count: int = 8
+    resume: bool = False
+    max_rollbacks: int = 5
+    init: str = "scratch"  # "scratch", "base" (the shipped base model) or a model folder to fine-tune
+    patience: int | None = None  # stop after this many evaluations without a better eval NLL
+    replay: float | None = None  # share of each batch from the init model's rehearsal set (fine-tuning: 0.5)
+    model_overrides: dict = field(default_factory=dict)
+
+    def resolved(self) -> TrainOptions:
+        if self.config == "auto":
+            return replace(self, config=auto_config(self.device)).resolved()
+        d = TRAIN_DEFAULTS.get(self.config)
+        if d is None:
+            raise StageError(None, f"unknown config {self.config!r}; choose one of {', '.join(TRAIN_DEFAULTS)}")
+        if self.init != "scratch":
+            d = FINETUNE_DEFAULTS
+        out = TrainOptions(**asdict(self))
+        for k, v in d.items():
+            if getattr(out, k) is None:
+                setattr(out, k, v)
+        if out.steps <= 0 or out.batch_size <= 0 or out.grad_accum <= 0:
+            raise StageError(None, "--steps, --batch-size and --grad-accum must be positive")
+        if out.schedule not in ("cosine", "inverse-sqrt"):
+            raise StageError(None, f"unknown schedule {out.schedule!r}")
+        return out
+
+
+def auto_config(device: str = "auto") -> str:
+    """`small` where training runs on a GPU, `tiny` on a CPU (minutes, not days, on a laptop)."""
+    if device.startswith("cuda"):
+        return "small"
+    if device == "auto":
+        import torch
+
+        return "small" if torch.cuda.is_available() else "tiny"
+    return "tiny"
+
 
 METRIC_COLUMNS = ["step", "epoch", "train_loss", "eval_nll", "eval_accuracy", "lr", "tokens_per_s"]
 

@@ -35,7 +35,7 @@ def note_name(pitch: int) -> str:
 def extract_notes(source: Any) -> tuple[list[Note], str]:
     """Notes and a default title from a MIDI path, a pretty_midi.PrettyMIDI or a note_seq NoteSequence."""
     if isinstance(source, str | os.PathLike):
-        from ..music.midi_io import load_midi
+        from .midi_io import load_midi
 
         source_path = Path(source)  # the one MIDI reader, with its limits
         return extract_notes(load_midi(source_path, allow_empty=True))[0], source_path.name
