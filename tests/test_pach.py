@@ -672,3 +672,23 @@ def test_makefile_targets_call_the_script_with_valid_arguments(flags):
         if args.action == "undeploy":
             assert args.purge == bool(flags)
     assert {"deploy", "put-mp3", "get-results", "undeploy"} <= commands
+
+
+def test_the_same_awkward_names_get_the_same_paths_locally_and_on_the_cluster(pachd, tmp_path):
+    """One PFS naming rule (ambientgen.pfs): the local store and `ambientgen cluster put-mp3` agree on every path."""
+    from ambientgen.local import Store
+
+    music = tmp_path / "music"
+    (music / "Été 2019").mkdir(parents=True)
+    names = ["Forêt (live).mp3", "what?.mp3", "rain*[2].mp3", "a+b^c!.mp3", "雨の夜.mp3", "Été 2019/océan @ nuit.mp3",
+             "plain-name.mp3"]
+    for i, name in enumerate(names):
+        (music / name).write_bytes(b"ID3" + bytes([i]) * 50)
+    assert run(pachd, "deploy") == 0
+    assert run(pachd, "put-mp3", str(music)) == 0
+    on_cluster = pachd.files("audio-unprocessed")
+    local = Store(tmp_path / "store").put_files("audio-unprocessed", [music]).files
+    assert sorted(on_cluster) == sorted("/" + path for path in local)
+    assert len(on_cluster) == len(names) and "/plain-name.mp3" in on_cluster  # a safe name is kept
+    for path in on_cluster:
+        assert all(" " <= ch <= "~" for ch in path) and not set(path) & FakePachd.GLOB, path
