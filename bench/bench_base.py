@@ -41,10 +41,10 @@ def main() -> None:
         score_piece,
         set_summary,
     )
-    from ambientgen.stages.dataset import augment_arrays, split_of
-    from ambientgen.stages.dataset_files import performance_notes
     from ambientgen.stages.evaluate_generation import format_table
     from ambientgen.stages.generate import GenerationRequest, generate
+    from ambientgen.stages.make_dataset import augment_arrays, split_of
+    from ambientgen.stages.make_dataset_files import performance_notes
     from ambientgen.stages.train_base import BASE_TRANSPOSE
 
     torch.set_num_threads(args.threads)

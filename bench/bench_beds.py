@@ -28,7 +28,7 @@ def main() -> int:
     import pyloudnorm
     import soundfile
 
-    from ambientgen.sampledata import make_samples
+    from ambientgen.sample_data import make_samples
     from ambientgen.stages.render import RenderOptions, render_file
 
     sr = 44100

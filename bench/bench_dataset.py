@@ -30,12 +30,12 @@ import numpy as np  # noqa: E402
 
 from ambientgen.music import performance as P  # noqa: E402
 from ambientgen.music.midi_io import load_midi, scan_midi  # noqa: E402
-from ambientgen.stages.dataset import (  # noqa: E402
+from ambientgen.stages.make_dataset import (  # noqa: E402
     DatasetOptions,
     augment_arrays,
     make_dataset,
 )
-from ambientgen.stages.dataset_files import performance_notes  # noqa: E402
+from ambientgen.stages.make_dataset_files import performance_notes  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:
@@ -82,7 +82,7 @@ def main() -> None:
         pass
     from music21 import corpus
 
-    from ambientgen.sampledata import DEFAULT_WORKS, make_samples
+    from ambientgen.sample_data import DEFAULT_WORKS, make_samples
 
     root = Path(corpus.__file__).parent
     works = list(DEFAULT_WORKS) + [str(Path(p).relative_to(root).with_suffix("")) for p in

@@ -37,8 +37,8 @@ def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
     import note_seq
 
     from ambientgen.music.corpus import convert_file, corpus_files, corpus_id
-    from ambientgen.sampledata import SOFT_PROGRAMS, render_midi
-    from ambientgen.stages.dataset import split_of
+    from ambientgen.sample_data import SOFT_PROGRAMS, render_midi
+    from ambientgen.stages.make_dataset import split_of
 
     dest.mkdir(parents=True, exist_ok=True)
     if len(list(dest.glob("*.mp3"))) >= count:
@@ -68,8 +68,8 @@ def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
 
 def prepare(name: str, work: Path) -> tuple[Path, Path]:
     """MP3s -> WAV -> MIDI (default transcriber) -> data set; returns (midi dir, data set dir)."""
-    from ambientgen.stages.audio import convert
-    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+    from ambientgen.stages.make_dataset import DatasetOptions, make_dataset
+    from ambientgen.stages.mp3_to_wav import convert
     from ambientgen.stages.transcribe import transcribe_dir
 
     root = work / name

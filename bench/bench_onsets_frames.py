@@ -26,7 +26,7 @@ def speed(threads: int, seconds: float, data_dir: Path, repeats: int = 3) -> dic
     import soundfile as sf
     import torch
 
-    from ambientgen.stages.transcriber_eval import heldout_examples, make_backend
+    from ambientgen.stages.evaluate_transcriber import heldout_examples, make_backend
 
     torch.set_num_threads(threads)
     wavs = heldout_examples(data_dir, pieces=4, seconds=30.0)
@@ -54,7 +54,7 @@ def speed(threads: int, seconds: float, data_dir: Path, repeats: int = 3) -> dic
 
 
 def accuracy(pieces: int, data_dir: Path) -> dict[str, dict]:
-    from ambientgen.stages.transcriber_eval import evaluate
+    from ambientgen.stages.evaluate_transcriber import evaluate
 
     out = {}
     for name in ("onsets-frames", "basic-pitch"):

@@ -32,7 +32,7 @@ def make_piece(dest: Path) -> float:
     """Four whole chorales joined into one MIDI file; returns its length in seconds."""
     import note_seq
 
-    from ambientgen.sampledata import score_to_midi
+    from ambientgen.sample_data import score_to_midi
 
     parts = []
     with tempfile.TemporaryDirectory(prefix="bench-parts-") as tmp:

@@ -38,8 +38,8 @@ os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
 
 from ambientgen.music import basic_pitch_onnx as bpo  # noqa: E402
 from ambientgen.music import transcription as tr  # noqa: E402
-from ambientgen.sampledata import render_midi, score_to_midi  # noqa: E402
-from ambientgen.stages.audio import decode_to_wav  # noqa: E402
+from ambientgen.sample_data import render_midi, score_to_midi  # noqa: E402
+from ambientgen.stages.mp3_to_wav import decode_to_wav  # noqa: E402
 
 # The evaluated timbres: keyboards, mallets and guitar whose FluidR3 samples sound at the note-on, chosen on
 # the TUNING works only (acoustic/bright/electric grand, two electric pianos, harpsichord, marimba, jazz guitar).

@@ -176,7 +176,7 @@ def _version() -> str:
 
 
 def sample_data(log: Log, pfs: Path, pieces: int, seconds: float) -> None:
-    from ambientgen.sampledata import make_samples
+    from ambientgen.sample_data import make_samples
 
     mp3s = pfs / MP3_REPO
     if not any(mp3s.glob("*.mp3")):

@@ -1,4 +1,4 @@
-"""Shared fixtures: real sample data made from public-domain scores (see ambientgen.sampledata)."""
+"""Shared fixtures: real sample data made from public-domain scores (see ambientgen.sample_data)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SCHEMA_PATH = REPO_ROOT.parent / "shared" / "pachyderm-schema" / "CreatePipeline
 @pytest.fixture(scope="session")
 def sample_midis(tmp_path_factory) -> list[Path]:
     """Four Bach chorales as MIDI, 20 s each, with varied soft General MIDI programs."""
-    from ambientgen.sampledata import make_samples
+    from ambientgen.sample_data import make_samples
 
     return make_samples(tmp_path_factory.mktemp("midis"), count=4, seconds=20.0)
 
@@ -25,7 +25,7 @@ def sample_midis(tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def sample_mp3s(tmp_path_factory) -> list[Path]:
     """Two chorales rendered with FluidSynth and encoded to MP3 (12 s each); the MIDI sits beside each MP3."""
-    from ambientgen.sampledata import make_samples
+    from ambientgen.sample_data import make_samples
 
     made = make_samples(tmp_path_factory.mktemp("mp3s"), count=2, seconds=12.0, mp3=True)
     return [p for p in made if p.suffix == ".mp3"]
@@ -45,7 +45,7 @@ def torch_one_thread():
 @pytest.fixture(scope="session")
 def chorale_dataset(sample_midis, tmp_path_factory) -> Path:
     """The sample chorales through the real make-dataset stage (no augmentation, to stay small)."""
-    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+    from ambientgen.stages.make_dataset import DatasetOptions, make_dataset
 
     out = tmp_path_factory.mktemp("dataset")
     make_dataset(sample_midis[0].parent, out, DatasetOptions(augment=False, eval_percent=25, test_percent=0,

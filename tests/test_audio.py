@@ -12,7 +12,7 @@ import pytest
 import soundfile
 
 from ambientgen.cli import main as cli_main
-from ambientgen.stages.audio import convert, decode_to_wav
+from ambientgen.stages.mp3_to_wav import convert, decode_to_wav
 
 
 def _make_bad_folder(root: Path, good_mp3: Path) -> Path:

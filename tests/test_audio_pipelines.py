@@ -24,7 +24,7 @@ def test_audio_pipelines_through_local_runner(tmp_path):
     import soundfile
 
     from ambientgen.local import Store, read_logs, run_pipelines
-    from ambientgen.sampledata import render_midi, score_to_midi
+    from ambientgen.sample_data import render_midi, score_to_midi
 
     incoming = tmp_path / "incoming"
     incoming.mkdir()

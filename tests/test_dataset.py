@@ -14,14 +14,14 @@ import pytest
 from ambientgen.music import performance as P
 from ambientgen.music.midi_io import load_midi
 from ambientgen.music.tfrecord_io import read_note_sequences, read_records, read_targets
-from ambientgen.stages.dataset import (
+from ambientgen.stages.make_dataset import (
     DatasetOptions,
     augment_arrays,
     make_dataset,
     split_of,
     windows,
 )
-from ambientgen.stages.dataset_files import performance_notes
+from ambientgen.stages.make_dataset_files import performance_notes
 
 SMALL_AUG = {"stretch": (0.95, 1.0, 1.05), "transpose": (-1, 0, 2)}
 

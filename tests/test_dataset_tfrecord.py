@@ -105,7 +105,7 @@ def test_tensorflow_reads_a_built_data_set(tmp_path, sample_midis):
     tf = pytest.importorskip("tensorflow")
     import shutil
 
-    from ambientgen.stages.dataset import DatasetOptions, make_dataset
+    from ambientgen.stages.make_dataset import DatasetOptions, make_dataset
 
     d = tmp_path / "midi"
     d.mkdir()

@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from ambientgen.models import base as base_mod
-from ambientgen.stages.dataset import DatasetOptions, make_dataset
+from ambientgen.stages.make_dataset import DatasetOptions, make_dataset
 from ambientgen.stages.train import TrainOptions, train
 from ambientgen.util import StageError
 

@@ -17,7 +17,7 @@ LAYERS = [
     {"models"},
     {"music"},
     {"local"},
-    {"stages", "sampledata"},
+    {"stages", "sample_data"},
     {"report"},
     {"cluster", "compose"},
     {"demo"},
@@ -110,3 +110,13 @@ def test_the_checker_sees_lazy_and_relative_imports():
     assert "ambientgen.music.pianoroll" in edges["ambientgen.stages.render"]  # inside a function
     assert "ambientgen.local.records" in edges["ambientgen.local.store"]  # relative
     assert layer_of("ambientgen.cli") > layer_of("ambientgen.stages.render") > layer_of("ambientgen.util")
+
+
+def test_modules_are_named_after_their_commands():
+    """`ambientgen mp3-to-wav` lives in mp3_to_wav.py; a command with a package of its own (local, cluster, report)
+    is that package."""
+    from ambientgen.cli import COMMANDS
+
+    for command, module in COMMANDS.items():
+        parts = module.split(".")
+        assert command.replace("-", "_") in (parts[-1], parts[1]), (command, module)

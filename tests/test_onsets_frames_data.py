@@ -75,7 +75,7 @@ def test_augmentation_varies_with_seed(tmp_path):
 
 
 def test_train_resume_and_export(tmp_path, heldout_example):
-    from ambientgen.stages.transcriber import TrainingData, export_checkpoint, latest_checkpoint, train
+    from ambientgen.stages.train_transcriber import TrainingData, export_checkpoint, latest_checkpoint, train
 
     data = tmp_path / "data"
     sd.make_example(TRAIN_CHORALE, data, seed=5, max_seconds=8.0)
@@ -117,7 +117,7 @@ def test_shipped_checkpoint_transcribes_heldout_chorale(heldout_example):
     import note_seq
     import soundfile as sf
 
-    from ambientgen.stages.transcriber_eval import note_scores
+    from ambientgen.stages.evaluate_transcriber import note_scores
 
     assert (of.ASSET_DIR / "model.safetensors").is_file()
     assert (of.ASSET_DIR / "model.safetensors").stat().st_size < 10_000_000

@@ -8,7 +8,7 @@ import note_seq
 import pytest
 import soundfile
 
-from ambientgen.stages.audio import convert
+from ambientgen.stages.mp3_to_wav import convert
 from ambientgen.stages.transcribe import transcribe_dir
 
 

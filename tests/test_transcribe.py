@@ -19,7 +19,7 @@ import soundfile
 from ambientgen.cli import main as cli_main
 from ambientgen.music import basic_pitch_onnx as bpo
 from ambientgen.music import transcription as tr
-from ambientgen.stages.audio import convert
+from ambientgen.stages.mp3_to_wav import convert
 from ambientgen.stages.transcribe import load_onsets_frames, transcribe_dir
 from ambientgen.util import StageError
 
@@ -32,7 +32,7 @@ def rendered(tmp_path_factory) -> dict:
     """Three chorales (10 s, electric piano) as reference MIDI, MP3, and 16 kHz WAV from mp3-to-wav."""
     import note_seq
 
-    from ambientgen.sampledata import render_midi, score_to_midi
+    from ambientgen.sample_data import render_midi, score_to_midi
 
     root = tmp_path_factory.mktemp("transcribe")
     mp3s, refs = root / "mp3", {}

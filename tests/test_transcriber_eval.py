@@ -30,7 +30,7 @@ def test_evaluate_transcriber_scores_held_out_pieces(tmp_path):
     # the renderings are kept and reused: a second backend scores the very same audio
     wavs = sorted(p.name for p in data.glob("*.wav"))
     assert len(wavs) == 2
-    from ambientgen.stages.transcriber_eval import evaluate
+    from ambientgen.stages.evaluate_transcriber import evaluate
 
     bp = evaluate("basic-pitch", data_dir=data, pieces=2, seconds=8)
     assert sorted(p["piece"] + ".wav" for p in bp["per_piece"]) == wavs

@@ -33,7 +33,7 @@ HUMAN_NAMES = ("Chorale n°{i} – evening, Bach.mp3", "Choral {i} – Forêt li
 
 def sample_inputs(dest: Path, pieces: int, seconds: float) -> list[Path]:
     """Render `pieces` chorales to MP3 under names with spaces, accents and capitals (made once, then reused)."""
-    from .sampledata import make_samples
+    from .sample_data import make_samples
 
     dest.mkdir(parents=True, exist_ok=True)
     existing = sorted(p for p in dest.iterdir() if p.suffix.lower() == ".mp3")

@@ -60,7 +60,7 @@ def machine() -> str:
 def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, limit: int | None) -> dict:
     """Steps 1 and 2; the data set is rebuilt only when the converted corpus changed."""
     from ..music.corpus import build_corpus_midi
-    from .dataset import DatasetOptions, make_dataset
+    from .make_dataset import DatasetOptions, make_dataset
 
     tally = build_corpus_midi(out / "corpus-midi", jobs=jobs, limit=limit, collections=collections)
     print(f"corpus: {tally['pieces']:,} pieces from {tally['files']:,} files, {tally['notes']:,} notes, "

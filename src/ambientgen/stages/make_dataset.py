@@ -37,7 +37,7 @@ import numpy as np
 from ..music import performance as perf
 from ..music.midi_io import MidiLimits, is_midi_path
 from ..util import StageError, iter_files, progress, write_json
-from .dataset_files import NoteCache, default_cache_dir, load_one, ordered_map
+from .make_dataset_files import NoteCache, default_cache_dir, load_one, ordered_map
 
 HELP = "MIDI files -> NoteSequence + Music Transformer TFRecord data set (train/eval/test)"
 DESCRIPTION = """MIDI files -> NoteSequence + Music Transformer TFRecord data set (train/eval/test).
