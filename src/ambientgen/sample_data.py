@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from .music.midi_io import load_midi
-from .util import StageError, atomic_path, find_soundfont, progress, require_binary
+from .util import StageError, atomic_path, progress, require_binary
 
 HELP = "make sample MIDI/MP3 files from public-domain scores (music21 corpus)"
 EXAMPLES = """
@@ -68,14 +68,10 @@ def score_to_midi(work: str, dest: str | Path, program: int | None = None, max_s
 def render_midi(midi: str | Path, dest: str | Path, sample_rate: int = 44100, soundfont: str | Path | None = None,
                 gain: float = 0.6) -> Path:
     """Render MIDI to audio with the FluidSynth program; an .mp3 destination is encoded with ffmpeg."""
+    from .music.synth import render_file
+
     dest = Path(dest)
-    sf2 = find_soundfont(soundfont)
-    fluidsynth = require_binary("fluidsynth")
-    wav = dest.with_suffix(".render.wav")
-    cmd = [fluidsynth, "-ni", "-g", str(gain), "-r", str(sample_rate), "-F", str(wav), str(sf2), str(midi)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0 or not wav.exists():
-        raise StageError(midi, f"fluidsynth failed: {proc.stderr.strip()[-500:]}")
+    wav = render_file(midi, dest.with_suffix(".render.wav"), sample_rate, soundfont, gain)
     try:
         if dest.suffix.lower() == ".wav":
             wav.replace(dest)

@@ -1,15 +1,17 @@
-"""MIDI played by FluidSynth in process (pyfluidsynth, float output) through a preset's layers and pedalboard
-effects, streamed in blocks so memory does not grow with the length of the piece."""
+"""MIDI played by FluidSynth: in process (pyfluidsynth, float output) through a preset's layers and pedalboard
+effects, streamed in blocks so memory does not grow with the length of the piece, for render; and by the
+FluidSynth program, as it is, for the sample music and the transcriber's training data (render_file)."""
 
 from __future__ import annotations
 
 import ctypes
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..util import StageError
+from ..util import StageError, find_soundfont, require_binary
 from .presets import POLYPHONY, Preset
 
 BLOCK = 8192  # frames per processing block (~0.19 s at 44.1 kHz)
@@ -158,3 +160,16 @@ def synthesize(events: Events, preset: Preset, soundfont: Path, sample_rate: int
         synth.close()
 
 
+def render_file(midi: str | Path, wav: str | Path, sample_rate: int, soundfont: str | Path | None = None,
+                gain: float = 0.5) -> Path:
+    """MIDI file -> WAV with the FluidSynth program and a General MIDI soundfont (no effects); StageError names
+    the MIDI file when FluidSynth fails."""
+    if soundfont is not None and not Path(soundfont).is_file():
+        raise StageError(soundfont, "soundfont not found")
+    fluidsynth = require_binary("fluidsynth")
+    sf2 = Path(soundfont) if soundfont is not None else find_soundfont()
+    cmd = [fluidsynth, "-ni", "-g", str(gain), "-r", str(sample_rate), "-F", str(wav), str(sf2), str(midi)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(wav).exists():
+        raise StageError(midi, f"fluidsynth failed: {proc.stderr.strip()[-500:]}")
+    return Path(wav)

@@ -20,14 +20,13 @@ import hashlib
 import json
 import logging
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..util import StageError, atomic_path, find_soundfont, progress, require_binary
+from ..util import StageError, atomic_path, find_soundfont, progress
 from .midi_io import load_midi
 
 log = logging.getLogger(__name__)
@@ -179,14 +178,12 @@ def render_sequence(ns, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -
     import note_seq
     import soundfile as sf
 
-    fluidsynth = require_binary("fluidsynth")
+    from .synth import render_file
+
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
         note_seq.sequence_proto_to_midi_file(ns, str(mid))
-        cmd = [fluidsynth, "-ni", "-g", "0.5", "-r", str(sample_rate), "-F", str(wav), str(soundfont), str(mid)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not wav.exists():
-            raise StageError(mid, f"fluidsynth failed: {proc.stderr.strip()[-300:]}")
+        render_file(mid, wav, sample_rate, soundfont, gain=0.5)
         audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
     if sr != sample_rate:
         raise StageError(wav, f"fluidsynth wrote {sr} Hz, wanted {sample_rate}")
