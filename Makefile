@@ -55,7 +55,8 @@ bench: system-deps venv  ## run every benchmark (prints ratios; see bench/RESULT
 images:  ## build one Docker image per stage (needs a Docker engine)
 	bash scripts/build_images.sh $(REGISTRY) $(VERSION)
 
-test-images: system-deps venv  ## build every image with buildah (root; apt-get install buildah mmdebstrap) and run the chain in them
+test-images: venv  ## build every image with buildah (as root; no Docker engine) and run the chain inside them
+	@AMBIENTGEN_WITH_BUILDAH=1 bash scripts/system_deps.sh
 	$(PY) scripts/test_images.py $(TEST_IMAGES_ARGS)
 
 push-images:  ## push the images to REGISTRY

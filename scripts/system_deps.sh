@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Install the Debian packages ambientgen needs (ffmpeg, fluidsynth, a General MIDI soundfont) when missing.
+# Install the Debian packages ambientgen needs (ffmpeg, fluidsynth, a General MIDI soundfont) when missing;
+# AMBIENTGEN_WITH_BUILDAH=1 adds buildah and mmdebstrap (make test-images), AMBIENTGEN_WITH_CHROMIUM=1 chromium.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v fluidsynth >/dev/null || missing+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+# `make test-images` (AMBIENTGEN_WITH_BUILDAH=1): build and run the stage images without a Docker engine.
+if [ "${AMBIENTGEN_WITH_BUILDAH:-0}" = 1 ]; then
+  command -v buildah >/dev/null || missing+=(buildah)
+  command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+fi
 # Optional: headless Chromium for the report's browser test (CI sets AMBIENTGEN_WITH_CHROMIUM=1).
 optional=()
 if [ "${AMBIENTGEN_WITH_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null; then optional+=(chromium); fi
