@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import env
+
 T = TypeVar("T")
 
 log = logging.getLogger("ambientgen")
@@ -41,8 +43,6 @@ def setup_logging(verbose: int = 0) -> None:
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """A progress bar with rate and ETA on stderr (silent when AMBIENTGEN_NO_PROGRESS=1)."""
     from tqdm import tqdm
-
-    from . import env
 
     disable = env.no_progress()
     yield from tqdm(items, desc=desc, total=total, unit=unit, disable=disable, dynamic_ncols=True, leave=False)
@@ -183,8 +183,6 @@ SOUNDFONT_CANDIDATES = (
 
 def find_soundfont(explicit: str | os.PathLike | None = None) -> Path:
     """The General MIDI soundfont to use: explicit path, $AMBIENTGEN_SOUNDFONT, Debian's FluidR3, or pretty_midi's."""
-    from . import env
-
     for cand in (explicit, env.get("AMBIENTGEN_SOUNDFONT"), *SOUNDFONT_CANDIDATES):
         if cand and Path(cand).is_file():
             return Path(cand)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import env
 from .transcription import (
     Note,
     StreamOptions,
@@ -303,6 +304,4 @@ class BasicPitchTranscriber:
 
 def default_threads() -> int:
     """Threads for the model: $AMBIENTGEN_THREADS, else 0 (onnxruntime's choice: the physical cores)."""
-    from .. import env
-
     return env.threads()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import env
 from ..music import performance as perf
 from ..music.midi_io import MidiLimits, midi_bytes_to_note_sequence
 from ..util import StageError, atomic_path
@@ -26,8 +27,6 @@ PREPROCESS_VERSION = 1  # bump when what a cache entry holds changes: every entr
 
 def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/ambientgen/make-dataset, or ~/.cache/ambientgen/make-dataset."""
-    from .. import env
-
     return env.cache_home() / "ambientgen" / "make-dataset"
 
 
