@@ -241,9 +241,16 @@ def test_a_kernel_that_fails_is_named_and_not_chosen(monkeypatch, caplog):
         raise RuntimeError("no such kernel in this build")
 
     monkeypatch.setattr(tm.F, "scaled_dot_product_attention", broken)
-    tm._IMPL_CACHE.clear()
-    try:
-        assert tm.pick_attn_impl(small_cfg(), "cpu", length=32) == "explicit"
-    finally:
-        tm._IMPL_CACHE.clear()
+    assert tm._first_that_runs(small_cfg(), torch.device("cpu"), ["sdpa", "explicit"]) == "explicit"
     assert "attention kernel 'sdpa' cannot run here (RuntimeError: no such kernel in this build)" in caplog.text
+
+
+def test_the_kernel_is_chosen_by_rule_not_by_a_timing():
+    """auto gives the same kernel every time on a device: explicit on a CPU; flex on CUDA when compiled."""
+    import ambientgen.models.transformer as tm
+
+    assert tm.kernel_order("cpu") == ["explicit", "sdpa"]
+    assert tm.kernel_order("cuda", compiled=True)[0] == "flex" and tm.kernel_order("cuda")[0] == "sdpa"
+    tm._IMPL_CACHE.clear()
+    picks = {MusicTransformer(small_cfg()).set_attn_impl("auto") for _ in range(3)}
+    assert picks == {"explicit"}

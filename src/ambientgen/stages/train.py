@@ -166,7 +166,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     if init_dir is not None:
         finetune.load_init(model, init_dir)
     model = model.to(device)
-    impl = model.set_attn_impl(opts.attn_impl, amp_dtype=amp_dtype)
+    impl = model.set_attn_impl(opts.attn_impl, amp_dtype=amp_dtype, compiled=use_compile)
     opt = make_optimizer(model, opts, device)
     replay = finetune.load_replay(init_dir, cfg.vocab_size, cfg.pad_id) if opts.replay else []
     sampler = make_sampler(train_pieces, replay, opts, window)
@@ -340,7 +340,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--attn-impl", default="auto", choices=["auto", "explicit", "sdpa", "flex"],
-                   help="attention kernel (auto: the fastest on this device)")
+                   help="attention kernel (auto: explicit on a CPU; on CUDA flex when compiled, else sdpa)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA and bf16-capable CPUs)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
