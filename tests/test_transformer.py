@@ -246,11 +246,44 @@ def test_a_kernel_that_fails_is_named_and_not_chosen(monkeypatch, caplog):
 
 
 def test_the_kernel_is_chosen_by_rule_not_by_a_timing():
-    """auto gives the same kernel every time on a device: explicit on a CPU; flex on CUDA when compiled."""
+    """auto gives the same kernel every time on a device: chunked on a CPU; flex on CUDA when compiled."""
     import ambientgen.models.transformer as tm
 
-    assert tm.kernel_order("cpu") == ["explicit", "sdpa"]
+    assert tm.kernel_order("cpu") == ["chunked", "explicit", "sdpa"]
     assert tm.kernel_order("cuda", compiled=True)[0] == "flex" and tm.kernel_order("cuda")[0] == "sdpa"
     tm._IMPL_CACHE.clear()
     picks = {MusicTransformer(small_cfg()).set_attn_impl("auto") for _ in range(3)}
-    assert picks == {"explicit"}
+    assert picks == {"chunked"}
+
+
+def test_chunked_attention_equals_explicit_forward_and_backward():
+    """Blocks of CHUNK queries, recomputed in backward, give the explicit kernel's outputs and gradients (fp32)."""
+    import ambientgen.models.transformer as tm
+
+    cfg = TransformerConfig(**{**small_cfg().to_dict(), "max_len": tm.CHUNK_FROM + 40, "dropout": 0.0})
+    torch.manual_seed(0)
+    x = torch.randint(1, cfg.vocab_size, (2, tm.CHUNK_FROM + 17))  # a last block shorter than the others
+    results = {}
+    for impl in ("explicit", "chunked"):
+        torch.manual_seed(1)
+        m = MusicTransformer(cfg)
+        m.set_attn_impl(impl)
+        logits, loss = m(x[:, :-1], x[:, 1:])
+        loss.backward()
+        results[impl] = (logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters()})
+    (la, ga), (lb, gb) = results["explicit"], results["chunked"]
+    assert torch.allclose(la, lb, atol=1e-5, rtol=1e-5)
+    for name in ga:
+        assert torch.allclose(ga[name], gb[name], atol=1e-5, rtol=1e-4), name
+    with torch.no_grad():  # and without gradients (no recomputation)
+        m.set_attn_impl("chunked")
+        assert torch.allclose(m(x[:, :-1])[0], la, atol=1e-5, rtol=1e-5)
+
+
+def test_train_offers_every_attention_kernel():
+    from ambientgen.cli import build_parser
+    from ambientgen.models.transformer import ATTN_IMPLS
+
+    train = build_parser(only="train")._subparsers._group_actions[0].choices["train"]
+    choices = next(a.choices for a in train._actions if a.dest == "attn_impl")
+    assert tuple(choices) == ATTN_IMPLS

@@ -8,11 +8,13 @@ the extra memory is O(L*D) for the embeddings plus the L x L logits that attenti
 Attention kernels (``attn_impl``):
 
 * ``explicit``: the textbook ``softmax((QK^T + S_rel) / sqrt(d)) V``.
+* ``chunked``: from L = 1024 the same, one block of 128 queries at a time, recomputed in backward: memory O(L),
+  not O(L^2); shorter sequences run the explicit kernel.
 * ``sdpa``: ``F.scaled_dot_product_attention`` with the skewed relative logits as an additive float mask
   (the causal mask folded in), which uses PyTorch's fused kernels.
 * ``flex``: ``torch.nn.attention.flex_attention`` with the relative logits in a ``score_mod``
   (fast only under ``torch.compile``, i.e. on GPU).
-* ``auto``: by rule (kernel_order): explicit on a CPU; flex on CUDA when compiled, else sdpa.
+* ``auto``: by rule (kernel_order): chunked on a CPU; flex on CUDA when compiled, else sdpa.
 
 The ``vanilla`` attention type (absolute learned positions, no relative term) is there for comparison.
 Incremental decoding keeps a key/value cache per layer; the relative term for new queries is computed
@@ -28,7 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ATTN_IMPLS = ("auto", "explicit", "sdpa", "flex")
+ATTN_IMPLS = ("auto", "explicit", "chunked", "sdpa", "flex")
+CHUNK = 128  # query rows per block of the chunked kernel (64, 128, 256, 512 measured: 128 fastest on a CPU)
+CHUNK_FROM = 1024  # shorter sequences run the explicit kernel whole: with bf16 it is faster there (bench_attention)
 
 
 @dataclass
@@ -247,7 +251,31 @@ class Attention(nn.Module):
             if not self.relative and past == 0:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self._causal_bias(q, past), dropout_p=drop)
-        # explicit: scale folded into q (L x Dh, not L x L), in-place add/mask, cheap dropout mask
+        if impl == "chunked" and past == 0 and q.shape[-2] >= CHUNK_FROM:
+            return self._chunked(q, k, v, drop)
+        return self._explicit(q, k, v, past, drop)
+
+    def _chunked(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop: float) -> torch.Tensor:
+        """The explicit kernel one block of CHUNK queries at a time, each over the keys up to its last row (the
+        rest is the future), recomputed in backward: never more than CHUNK x L of logits are kept, so memory
+        grows with L, not L^2. A block's relative term is the cached-decoding case (queries after ``past``
+        keys); the dropout masks are redrawn identically in the recomputation (checkpoint keeps the RNG state)."""
+        from torch.utils.checkpoint import checkpoint
+
+        L = q.shape[-2]
+        out = []
+        for i0 in range(0, L, CHUNK):
+            i1 = min(L, i0 + CHUNK)
+            qb, kb, vb = q[..., i0:i1, :], k[..., :i1, :], v[..., :i1, :]
+            if torch.is_grad_enabled():
+                out.append(checkpoint(self._explicit, qb, kb, vb, i0, drop, use_reentrant=False))
+            else:
+                out.append(self._explicit(qb, kb, vb, i0, drop))
+        return torch.cat(out, dim=-2)
+
+    def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, drop: float) -> torch.Tensor:
+        """Queries at positions past..past+Lq-1 over keys 0..past+Lq-1: scale folded into q (L x Dh, not L x L),
+        in-place add and mask, the cheap dropout mask."""
         qs = q * (self.head_dim ** -0.5)
         att = qs @ k.transpose(-1, -2)
         if self.relative:
@@ -368,14 +396,16 @@ def kernel_order(device: torch.device | str, compiled: bool = False) -> list[str
     """The attention kernels for a device, best first, by rule and never by a timing, so that one command's speed
     and memory do not depend on the luck of a measurement on a busy machine.
 
-    On a CPU the explicit kernel: it was faster than SDPA with a float mask (which takes SDPA's unfused path) in
-    every step measured in bench/RESULTS.md (explicit bf16 297 ms against SDPA bf16 432 ms) and lighter at
-    L = 2048 (2,568 against 3,056 MiB). On CUDA flex_attention where the model is compiled (its relative term
-    in a score_mod), else SDPA's fused kernels.
+    On a CPU the chunked kernel. In bench/bench_attention.py (batch 4, the peer's shape) its blocks trained at
+    L = 1024 x1.34 as fast as the explicit kernel in 0.56x the memory with bf16 (x1.9 and 0.43x in fp32), and at
+    2048 in a quarter of it; below 1024 it runs the explicit kernel whole, which is faster there with bf16. The
+    explicit kernel was faster than SDPA with a float mask (SDPA's unfused path) in every step measured in
+    bench/RESULTS.md. On CUDA flex_attention where the model is compiled (its relative term in a
+    score_mod), else SDPA's fused kernels.
     """
     device = torch.device(device)
     if device.type == "cpu":
-        return ["explicit", "sdpa"]
+        return ["chunked", "explicit", "sdpa"]
     return ["flex", "sdpa", "explicit"] if compiled else ["sdpa", "explicit"]
 
 

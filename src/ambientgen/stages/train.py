@@ -339,7 +339,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float, default=None, help="dropout (default per config)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--attn-impl", default="auto", choices=["auto", "explicit", "sdpa", "flex"],
+    p.add_argument("--attn-impl", default="auto", choices=["auto", "explicit", "chunked", "sdpa", "flex"],
                    help="attention kernel (auto: explicit on a CPU; on CUDA flex when compiled, else sdpa)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="torch.compile (auto: on CUDA)")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA and bf16-capable CPUs)")
