@@ -65,30 +65,13 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
     cfg = model.cfg
     gen = torch.Generator().manual_seed(seed)
     seq = prompt.clone()
+    B = seq.shape[0]
+    done = torch.zeros(B, 1, dtype=torch.bool, device=seq.device)
     if window == "auto":
         window = "roll" if use_cache and cfg.attention == "relative" else "restart"
     if window not in ("roll", "restart") or (window == "roll" and (not use_cache or cfg.attention != "relative")):
         raise ValueError(f"window {window!r} needs the cache and relative attention" if window == "roll"
                          else f"window must be auto, roll or restart, not {window!r}")
-    # One new token's matrix products are too small to split between threads: a second thread only adds a
-    # barrier to every operation (x4 slower per token when the other core is busy; bench_vs_peer), so cached
-    # decoding on a CPU runs on one thread and gives the others back afterwards.
-    threads = torch.get_num_threads()
-    if use_cache and seq.device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        return _decode(model, seq, max_new, temperature, top_k, top_p, gen, use_cache, stop_at_eos, should_stop,
-                       window, constraint)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _decode(model: MusicTransformer, seq: torch.Tensor, max_new: int, temperature: float, top_k: int, top_p: float,
-            gen: torch.Generator, use_cache: bool, stop_at_eos: bool, should_stop, window: str, constraint
-            ) -> torch.Tensor:
-    cfg = model.cfg
-    B = seq.shape[0]
-    done = torch.zeros(B, 1, dtype=torch.bool, device=seq.device)
     ws = max(0, seq.shape[1] - cfg.max_len)  # start of the model's context window
     caches = None
     step_input = None
