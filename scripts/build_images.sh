@@ -74,7 +74,7 @@ build() {
 
 # the shared bases; images/base/wheels/ is always copied, holding the CPU torch wheel only when TORCH_WHEELS says
 wheels="$root/images/base/wheels"
-rm -rf "$wheels" && mkdir -p "$wheels"
+rm -f "$wheels"/*.whl
 cpu_torch=(--build-arg "TORCH_INDEX_URL=$cpu_index")
 if [ -n "${TORCH_WHEELS:-}" ]; then
   torch_pin=$(grep -E '^torch==' "$root/requirements.txt" | cut -d= -f3)
@@ -89,7 +89,7 @@ if [ "${NO_CUDA:-0}" != 1 ]; then
   build "$root/images/base/Dockerfile" "$root" --build-arg "TORCH_INDEX_URL=$cuda_index" \
     --build-arg "VERSION=$version" -t "ambientgen/base-cuda:$version"
 fi
-rm -rf "$wheels"
+rm -f "$wheels"/*.whl
 
 # the stages
 built=()
