@@ -33,9 +33,10 @@ SOFT_PROGRAMS = (0, 4, 19, 48, 52, 89)
 
 def corpus_works(composer: str = "bach", limit: int | None = None) -> list[str]:
     """Corpus identifiers ('bach/bwv66.6') of a composer's scores in music21's bundled corpus (sorted, unique)."""
-    from .music.synth_data import corpus_works as corpus_paths
+    from .music.corpus import corpus_files, corpus_id
 
-    ids = list(dict.fromkeys(str(Path(p).with_suffix("")) for p in corpus_paths(composer)))
+    ids = list(dict.fromkeys(corpus_id(p) for p in corpus_files()
+                             if corpus_id(p).split("/")[0] == composer and p.suffix.lower() != ".abc"))
     return ids[:limit] if limit else ids
 
 

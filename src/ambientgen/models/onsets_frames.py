@@ -239,33 +239,49 @@ def compute_loss(out: dict[str, Any], batch: dict[str, Any], frame_c: float = 5.
 
 
 # --------------------------------------------------------------------------------------------------- decoding
+FRAME_START_FRAMES = 3  # a frame run this long (about 0.1 s) can start a note without an onset
+
+
 def decode_notes(onset_probs: np.ndarray, frame_probs: np.ndarray, velocity: np.ndarray | None = None,
                  fc: FeatureConfig | None = None, onset_threshold: float = 0.5, frame_threshold: float = 0.5,
-                 min_frames: int = 1) -> list[tuple[float, float, int, int]]:
-    """Onset-gated decoding: (start_s, end_s, pitch, velocity) notes from (T, 88) probabilities.
+                 min_frames: int = 1, frame_start_threshold: float | None = None
+                 ) -> list[tuple[float, float, int, int]]:
+    """(start_s, end_s, pitch, velocity) notes from (T, 88) probabilities.
 
-    A note starts only at a frame where the onset head fires (a run of consecutive onset frames is one onset; a
-    new onset run on a sounding key restarts the note). It then lasts while the frame head (or the onset) stays on.
-    Frame activity without an onset is ignored.
+    A note starts where the onset head fires (a run of consecutive onset frames is one onset; a new onset run on a
+    sounding key restarts the note) and lasts while the frame head (or the onset) stays on. With
+    `frame_start_threshold`, a silent key whose frame probability stays above it for FRAME_START_FRAMES frames
+    also starts a note there: pads and bowed sounds swell in without a sharp onset, which the paper's strictly
+    onset-gated decoding drops.
     """
     fc = fc or FeatureConfig()
     fps = fc.frames_per_second
     onsets = onset_probs > onset_threshold
     frames = (frame_probs > frame_threshold) | onsets
     t_total = onsets.shape[0]
+    if frame_start_threshold is not None:
+        strong = frame_probs > frame_start_threshold
+        run = strong.copy()
+        for i in range(1, FRAME_START_FRAMES):  # strong[t] and the next frames all strong
+            run[:t_total - i] &= strong[i:]
+            run[t_total - i:] = False
+    else:
+        run = np.zeros_like(onsets)
     notes: list[tuple[float, float, int, int]] = []
-    for k in np.flatnonzero(onsets.any(axis=0)):  # keys that never fire an onset hold no notes
+
+    def vel_at(t: int, k: int) -> int:
+        return int(np.clip(round(float(velocity[t, k]) * 127), 1, 127)) if velocity is not None else 80
+
+    for k in np.flatnonzero(onsets.any(axis=0) | run.any(axis=0)):
         k = int(k)
-        start = -1
-        vel = 0
-        for t in range(int(np.argmax(onsets[:, k])), t_total):
+        start, vel = -1, 0
+        first = int(np.argmax(onsets[:, k] | run[:, k]))
+        for t in range(first, t_total):
             new_onset = onsets[t, k] and (t == 0 or not onsets[t - 1, k])
-            if new_onset:
+            if new_onset or (start < 0 and run[t, k]):
                 if start >= 0 and t - start >= min_frames:
                     notes.append((start / fps, t / fps, k + MIN_PITCH, vel))
-                start = t
-                v = 0.0 if velocity is None else float(velocity[t, k])
-                vel = int(np.clip(round(v * 127), 1, 127)) if velocity is not None else 80
+                start, vel = t, vel_at(t, k)
             elif start >= 0 and not frames[t, k]:
                 if t - start >= min_frames:
                     notes.append((start / fps, t / fps, k + MIN_PITCH, vel))

@@ -167,6 +167,27 @@ def suppress_harmonics(events: list[tuple[int, int, int, float]], ratio: float) 
     return kept
 
 
+def decode_activations(note: np.ndarray, onset: np.ndarray, p: BasicPitchParams,
+                       frame_offset: int = 0) -> list[tuple[int, int, int, float]]:
+    """basic-pitch's own note decoding (note_creation.output_to_notes_polyphonic) of (frames, 88) activations;
+    returns (start_frame, end_frame, pitch, amplitude)."""
+    with _quiet_import():
+        from basic_pitch import note_creation
+
+    min_len = int(round(p.minimum_note_length_ms / 1000 * BP_SAMPLE_RATE / BP_HOP))
+    if len(note) < 3:
+        return []
+    events = note_creation.output_to_notes_polyphonic(
+        note.astype(np.float32, copy=True), onset.astype(np.float32, copy=True),
+        onset_thresh=p.onset_threshold, frame_thresh=p.frame_threshold, min_note_len=min_len,
+        infer_onsets=p.infer_onsets, max_freq=p.maximum_frequency, min_freq=p.minimum_frequency,
+        melodia_trick=p.melodia_trick, energy_tol=p.energy_tolerance,
+    )
+    if p.harmonic_ratio > 0:
+        events = suppress_harmonics(events, p.harmonic_ratio)
+    return [(s + frame_offset, e + frame_offset, pitch, amp) for s, e, pitch, amp in events]
+
+
 class BasicPitchTranscriber:
     """basic-pitch (ICASSP 2022) through onnxruntime, streamed; the model is loaded once per process."""
 
@@ -189,9 +210,7 @@ class BasicPitchTranscriber:
 
             raise StageError(self.model_path, f"not a basic-pitch ONNX model (outputs {sorted(outs)})")
         with _quiet_import():
-            from basic_pitch import note_creation
-
-        self._decode_fn = note_creation.output_to_notes_polyphonic
+            from basic_pitch import note_creation  # noqa: F401  (fail at load time, not at the first file)
         self.windows = {"run": 0, "silent": 0}  # model windows so far: run, or skipped as silent
 
     def parameters(self) -> dict[str, Any]:
@@ -228,19 +247,7 @@ class BasicPitchTranscriber:
     def decode(self, note: np.ndarray, onset: np.ndarray, params: BasicPitchParams | None = None,
                frame_offset: int = 0) -> list[tuple[int, int, int, float]]:
         """basic-pitch's note decoding on one block; returns (start_frame, end_frame, pitch, amplitude)."""
-        p = params or self.params
-        min_len = int(round(p.minimum_note_length_ms / 1000 * BP_SAMPLE_RATE / BP_HOP))
-        if len(note) < 3:
-            return []
-        events = self._decode_fn(
-            note.astype(np.float32, copy=True), onset.astype(np.float32, copy=True),
-            onset_thresh=p.onset_threshold, frame_thresh=p.frame_threshold, min_note_len=min_len,
-            infer_onsets=p.infer_onsets, max_freq=p.maximum_frequency, min_freq=p.minimum_frequency,
-            melodia_trick=p.melodia_trick, energy_tol=p.energy_tolerance,
-        )
-        if p.harmonic_ratio > 0:
-            events = suppress_harmonics(events, p.harmonic_ratio)
-        return [(s + frame_offset, e + frame_offset, pitch, amp) for s, e, pitch, amp in events]
+        return decode_activations(note, onset, params or self.params, frame_offset)
 
     def decode_stream(self, acts: Iterable[tuple[np.ndarray, np.ndarray, int]],
                       params: BasicPitchParams | None = None) -> Iterator[Note]:

@@ -1,46 +1,55 @@
-"""Training data for the Onsets and Frames transcriber, made here from public-domain scores.
+"""Rendered transcription data with exact labels: the Onsets and Frames training set and the development set
+that every transcription default is chosen and judged on.
 
-Each example is a music21 corpus work (Bach chorales, Palestrina, Monteverdi, ...) turned into a NoteSequence,
-randomly transposed, stretched and given General MIDI programs, rendered with FluidSynth through one of two
-soundfonts, passed through a random reverb and gain, and stored as 16 kHz mono audio beside the exact note labels
-taken from the same NoteSequence:
+A corpus work (ambientgen.music.synth_sources: chorales, polyphony, quartets, piano music, accompanied folk
+tunes) is cropped, transposed and stretched, orchestrated for one timbre family, rendered by FluidSynth through
+one of two soundfonts and passed through a random room, EQ, noise floor, gain and MP3 round trip
+(ambientgen.music.synth_effects). The labels are the notes of the very NoteSequence that was rendered.
 
-    NAME.wav   16 kHz mono float audio
-    NAME.mid   the labels (the notes that were rendered)
-    NAME.npz   log-mel features and onset/frame/velocity rolls (numpy, loaded with allow_pickle=False)
-    NAME.json  what was done to make it (work, programs, soundfont, transposition, gain, reverb)
+Timbre families (FAMILIES), because one setting tuned on struck sounds fails on pads:
 
-Pieces are split into train/test by a hash of the work id, so held-out pieces never appear in training under any
-augmentation.
+* struck: pianos, electric pianos, harpsichord, mallets, guitars, harp, pizzicato;
+* sustained: organs, solo strings, winds, brass, soft synth leads;
+* pads: synth pads, string ensembles and choirs, always in a hall or cathedral;
+* quiet-lead: a soft struck top voice over loud pads; loud-lead: a loud top voice over soft pads;
+* doubled: a soft piano doubled note for note by a warm pad.
+
+Files per example: NAME.wav (mono float), NAME.mid (labels), NAME.json (every choice made) and, for training
+examples, NAME.npz (log-mel and onset/frame/velocity rolls, loaded with allow_pickle=False).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..util import StageError, atomic_path, find_soundfont, progress
-from .midi_io import load_midi
+from .synth_effects import Effects, apply_effects
+from .synth_sources import SOURCE_KINDS, dev_part_of, load_piece, split_of, work_id, works_of
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # training examples (the transcriber's input rate); the development set is 44.1 kHz
+DEV_SAMPLE_RATE = 44100
 MIN_PITCH, MAX_PITCH = 21, 108  # the 88 piano keys
-# Corpus collections used for training data: (composer, max works). Chorales first, then other vocal polyphony.
-COLLECTIONS = (("bach", 433), ("monteverdi", 97), ("palestrina", 250), ("trecento", 103))
-# General MIDI programs with clear pitch: pianos, e-pianos, mallets, organs, guitars, strings, choir, brass,
-# reeds, flutes, soft synth leads and pads.
-PROGRAMS = (0, 1, 2, 4, 5, 6, 8, 11, 12, 16, 19, 21, 24, 25, 40, 41, 42, 46, 48, 49, 52, 56, 60, 64, 68, 71,
-            73, 74, 80, 81, 88, 89, 90, 92, 94)
-TEST_FRACTION_PERCENT = 8
-SCORE_SUFFIXES = {".mxl", ".xml", ".musicxml", ".krn"}
+STRUCK = (0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 24, 25, 26, 27, 45, 46, 105, 107, 108)
+SUSTAINED = (16, 17, 19, 20, 21, 22, 40, 41, 42, 43, 56, 57, 60, 61, 64, 65, 68, 69, 70, 71, 73, 74, 75, 79, 80,
+             81, 82, 85)
+PADS = (48, 49, 50, 51, 52, 53, 54, 88, 89, 90, 91, 92, 93, 94, 95)
+SOFT_PIANOS = (0, 1, 4, 5, 46)
+WARM_PADS = (88, 89, 91, 94, 48, 52)
+FAMILIES = ("struck", "sustained", "pads", "quiet-lead", "loud-lead", "doubled")
+# Training mix: two thirds of the examples hold sustained sound (sustained, pads, the mixes and doubling).
+TRAIN_FAMILY_WEIGHTS = {"struck": 0.3, "sustained": 0.2, "pads": 0.2, "quiet-lead": 0.1, "loud-lead": 0.1,
+                        "doubled": 0.1}
+TRAIN_KIND_WEIGHTS = {"chorales": 0.15, "polyphony": 0.25, "quartets": 0.2, "piano": 0.15, "folk": 0.25}
+QUIET, LOUD = 0.45, 1.15  # velocity scales of the soft and the loud layer in the mixes
 
 
 def soundfonts() -> list[Path]:
@@ -52,125 +61,105 @@ def soundfonts() -> list[Path]:
     return found or [find_soundfont()]
 
 
-def split_of(work: str) -> str:
-    """'test' for the held-out works (a stable hash of the work id), else 'train'."""
-    h = int(hashlib.sha1(work.encode()).hexdigest(), 16) % 100
-    return "test" if h < TEST_FRACTION_PERCENT else "train"
-
-
-def works_for(split: str, limit: int | None = None) -> list[str]:
-    """Corpus work ids of one split, interleaving collections so a small limit still mixes styles."""
-    per = [[w for w in corpus_works(c, n) if split_of(w) == split] for c, n in COLLECTIONS]
-    out: list[str] = []
-    i = 0
-    while any(i < len(p) for p in per):
-        for p in per:
-            # two chorales for every other piece: they are the cleanest scores
-            take = p[2 * i:2 * i + 2] if p is per[0] else p[i:i + 1]
-            out.extend(take)
-        i += 1
-    return out[:limit] if limit else out
-
-
-def corpus_works(composer: str, limit: int | None = None) -> list[str]:
-    """Corpus paths ('bach/bwv66.6.mxl') of a composer's scores in music21's bundled corpus, sorted.
-
-    Only note-bearing score formats are kept (Monteverdi's roman-numeral analyses are skipped).
-    """
-    from music21 import corpus
-
-    root = Path(corpus.__file__).resolve().parent
-    ids = []
-    for p in sorted(corpus.getComposer(composer)):
-        p = Path(p).resolve()
-        if p.suffix.lower() not in SCORE_SUFFIXES:
-            continue
-        rel = p.relative_to(root) if p.is_relative_to(root) else Path(composer) / p.name
-        ids.append(rel.as_posix())
-    return ids[:limit] if limit else ids
+def works_for(split: str) -> list[str]:
+    """Work ids of one split, every kind."""
+    return [work_id(p) for kind in SOURCE_KINDS for p in works_of(kind, split)]
 
 
 @dataclass
 class Augment:
     """The random choices that make one rendering of a work."""
 
+    family: str
     transpose: int
     tempo_scale: float
-    programs: list[int]
+    programs: list[int]  # per part, in order of the parts' instrument numbers
+    scales: list[float]  # velocity scale per part
+    doubling_program: int | None
     soundfont: str
-    gain_db: float
-    reverb_room: float
-    reverb_wet: float
     start: float
+    effects: Effects = field(default_factory=Effects)
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, n_parts: int, clean: bool = False) -> Augment:
+    def draw(cls, rng: np.random.Generator, n_parts: int, top: int, family: str) -> Augment:
+        """Choices for `family`; part `top` (the highest voice) is the lead of the mixes."""
+        if family not in FAMILIES:
+            raise StageError(None, f"unknown timbre family {family!r}: choose from {', '.join(FAMILIES)}")
+
+        def pick(pool: tuple[int, ...]) -> int:
+            return int(rng.choice(pool))
+
+        scales = [1.0] * n_parts
+        doubling = None
+        if family in ("struck", "sustained", "pads"):
+            pool = {"struck": STRUCK, "sustained": SUSTAINED, "pads": PADS}[family]
+            first = pick(pool)
+            same = rng.random() < 0.5
+            programs = [first if same else pick(pool) for _ in range(n_parts)]
+        elif family == "doubled":
+            programs = [pick(SOFT_PIANOS)] * n_parts
+            doubling = pick(WARM_PADS)
+        else:
+            pad = pick(PADS)
+            programs = [pad] * n_parts
+            lead_loud = family == "loud-lead"
+            programs[top] = pick(STRUCK + SUSTAINED if lead_loud else STRUCK)
+            scales = [QUIET if lead_loud else LOUD] * n_parts
+            scales[top] = LOUD if lead_loud else QUIET
         fonts = soundfonts()
-        if clean:  # a plain, repeatable rendering (used for evaluation variety too, but deterministic)
-            return cls(0, 1.0, [int(rng.choice(PROGRAMS)) for _ in range(n_parts)], str(fonts[0]), -3.0, 0.3, 0.1, 0.0)
-        same = rng.random() < 0.5  # half the time one instrument for all parts (a piano, an organ, a pad...)
-        first = int(rng.choice(PROGRAMS))
-        programs = [first if same else int(rng.choice(PROGRAMS)) for _ in range(n_parts)]
-        return cls(
-            transpose=int(rng.integers(-6, 7)),
-            tempo_scale=float(rng.uniform(0.75, 1.35)),
-            programs=programs,
-            soundfont=str(fonts[int(rng.integers(len(fonts)))]),
-            gain_db=float(rng.uniform(-18.0, 0.0)),
-            reverb_room=float(rng.uniform(0.1, 0.9)),
-            reverb_wet=float(rng.uniform(0.0, 0.45)),
-            start=float(rng.uniform(0.0, 1.0)),
-        )
+        return cls(family=family, transpose=int(rng.integers(-6, 7)), tempo_scale=float(rng.uniform(0.75, 1.35)),
+                   programs=programs, scales=scales, doubling_program=doubling,
+                   soundfont=str(fonts[int(rng.integers(len(fonts)))]), start=float(rng.uniform(0.0, 1.0)),
+                   effects=Effects.draw(rng, large_room=family in ("pads", "doubled")))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "effects": self.effects.as_dict()}
 
 
-def work_to_sequence(work: str):
-    """A corpus work as a note_seq.NoteSequence (music21 -> MIDI -> note_seq), one instrument per part."""
-    from music21 import corpus
-
-    try:
-        score = corpus.parse(work)
-        with tempfile.TemporaryDirectory() as tmp:
-            mid = Path(tmp) / "w.mid"
-            score.write("midi", fp=str(mid))
-            return load_midi(mid, allow_empty=True)
-    except Exception as exc:  # music21 raises many kinds of errors on odd scores
-        raise StageError(work, f"cannot turn the score into MIDI: {exc}") from exc
+def _parts(ns) -> tuple[list[int], int]:
+    """The instrument numbers of a sequence's parts, sorted, and the index of the highest-sounding one."""
+    parts = sorted({n.instrument for n in ns.notes}) or [0]
+    means = [np.mean([n.pitch for n in ns.notes if n.instrument == p] or [0]) for p in parts]
+    return parts, int(np.argmax(means))
 
 
 def augment_sequence(ns, aug: Augment, max_seconds: float | None):
-    """Apply transposition, tempo, programs and the crop to a NoteSequence; returns a new sequence."""
+    """(labels, performance): the transposed, stretched, cropped notes, and what is rendered, which is the same
+    notes with programs and velocity scales, plus the doubling layer when there is one."""
     import note_seq
     from note_seq import sequences_lib
 
     ns = sequences_lib.stretch_note_sequence(ns, aug.tempo_scale)
     pitches = [n.pitch for n in ns.notes]
-    if pitches:  # keep every note on the keyboard
-        shift = int(np.clip(aug.transpose, MIN_PITCH - min(pitches), MAX_PITCH - max(pitches)))
-    else:
-        shift = 0
-    instruments = sorted({n.instrument for n in ns.notes})
-    prog_of = {ins: aug.programs[i % len(aug.programs)] for i, ins in enumerate(instruments)}
-    out = note_seq.NoteSequence()
-    out.ticks_per_quarter = ns.ticks_per_quarter
-    out.tempos.add(qpm=120.0)
+    shift = int(np.clip(aug.transpose, MIN_PITCH - min(pitches), MAX_PITCH - max(pitches))) if pitches else 0
+    parts, _ = _parts(ns)
+    index = {p: i for i, p in enumerate(parts)}
+    labels, perf = note_seq.NoteSequence(), note_seq.NoteSequence()
+    for seq in (labels, perf):
+        seq.ticks_per_quarter = ns.ticks_per_quarter
+        seq.tempos.add(qpm=120.0)
     start = 0.0
     if max_seconds and ns.total_time > max_seconds:
         start = aug.start * (ns.total_time - max_seconds)
         start = min((n.start_time for n in ns.notes if n.start_time >= start), default=start)
     end = start + max_seconds if max_seconds else ns.total_time + 1.0
+    n_parts = len(parts)
     for n in ns.notes:
         if n.start_time < start or n.start_time >= end - 0.05 or n.end_time <= n.start_time:
             continue
-        m = out.notes.add()
-        m.pitch = n.pitch + shift
-        m.start_time = n.start_time - start
-        m.end_time = min(n.end_time, end) - start
-        m.velocity = int(np.clip(n.velocity if n.velocity else 80, 40, 127))
-        m.instrument = n.instrument
-        m.program = prog_of[n.instrument]
-        m.is_drum = False
-    out.total_time = max((n.end_time for n in out.notes), default=0.0)
-    return out
+        i = index[n.instrument] % len(aug.programs)
+        velocity = int(np.clip((n.velocity or 80) * aug.scales[i], 20, 127))
+        note = dict(pitch=n.pitch + shift, start_time=n.start_time - start, end_time=min(n.end_time, end) - start,
+                    velocity=velocity, instrument=index[n.instrument], is_drum=False)
+        labels.notes.add(program=aug.programs[i], **note)
+        perf.notes.add(program=aug.programs[i], **note)
+        if aug.doubling_program is not None:
+            perf.notes.add(program=aug.doubling_program,
+                           **{**note, "instrument": n_parts + index[n.instrument],
+                              "velocity": int(np.clip(velocity * 1.3, 20, 127))})
+    for seq in (labels, perf):
+        seq.total_time = max((n.end_time for n in seq.notes), default=0.0)
+    return labels, perf
 
 
 def render_sequence(ns, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -190,74 +179,109 @@ def render_sequence(ns, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -
     return audio.mean(axis=1)
 
 
-def apply_effects(audio: np.ndarray, aug: Augment, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Reverb (pedalboard) and gain; the result is kept within [-1, 1]."""
-    from pedalboard import Gain, Pedalboard, Reverb
-
-    board = Pedalboard([Reverb(room_size=aug.reverb_room, wet_level=aug.reverb_wet, dry_level=1.0 - aug.reverb_wet / 2),
-                        Gain(gain_db=aug.gain_db)])
-    out = board(audio[None, :].astype(np.float32), sample_rate)[0]
-    peak = float(np.abs(out).max(initial=0.0))
-    if peak > 0.99:
-        out = out * (0.99 / peak)
-    return out.astype(np.float32)
-
-
-def make_example(work: str, dest_dir: str | Path, seed: int, max_seconds: float | None = 30.0,
-                 clean: bool = False, name: str | None = None) -> Path:
-    """Render one augmented example of `work` into dest_dir; returns the .npz path (wav/mid/json beside it)."""
+def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds: float | None = 30.0,
+                 family: str = "struck", name: str | None = None, sample_rate: int = SAMPLE_RATE,
+                 features: bool = True, cache_dir: str | Path | None = None) -> Path:
+    """Render one example of `work` (a corpus path or work id) into dest_dir; returns its .wav path
+    (.mid, .json and, with `features`, .npz beside it)."""
     import note_seq
     import soundfile as sf
 
-    from ..models.onsets_frames import FeatureConfig, log_mel, sequence_to_rolls
+    from .corpus import corpus_files
 
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    name = name or f"{safe_stem(work)}-{seed}"
+    path = Path(work) if Path(work).is_absolute() else next((p for p in corpus_files() if work_id(p) == work), None)
+    if path is None:
+        raise StageError(work, "not a file of music21's corpus")
+    wid = work_id(path)
+    name = name or f"{safe_stem(wid)}-{seed}"
     rng = np.random.default_rng(seed)
-    ns = work_to_sequence(work)
-    n_parts = len({n.instrument for n in ns.notes}) or 1
-    aug = Augment.draw(rng, n_parts, clean=clean)
-    labels = augment_sequence(ns, aug, max_seconds)
+    ns = load_piece(path, Path(cache_dir) if cache_dir else dest_dir / "_scores", rng)
+    parts, top = _parts(ns)
+    aug = Augment.draw(rng, len(parts), top, family)
+    labels, perf = augment_sequence(ns, aug, max_seconds)
     if not labels.notes:
-        raise StageError(work, "no notes left after cropping")
-    audio = apply_effects(render_sequence(labels, aug.soundfont), aug)
-    fc = FeatureConfig()
-    mel = log_mel(audio, fc)
-    rolls = sequence_to_rolls(labels, mel.shape[0], fc)
-    with atomic_path(dest_dir / f"{name}.wav") as tmp:
-        sf.write(str(tmp), audio, SAMPLE_RATE, subtype="FLOAT", format="WAV")
+        raise StageError(wid, "no notes left after cropping")
+    audio = apply_effects(render_sequence(perf, aug.soundfont, sample_rate), aug.effects, sample_rate, seed)
     with atomic_path(dest_dir / f"{name}.mid") as tmp:
         note_seq.sequence_proto_to_midi_file(labels, str(tmp))
-    with atomic_path(dest_dir / f"{name}.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, mel=mel.astype(np.float16), **rolls)
-    meta = {"work": work, "seed": seed, "split": split_of(work), "seconds": len(audio) / SAMPLE_RATE,
-            "notes": len(labels.notes), **aug.__dict__}
-    with atomic_path(dest_dir / f"{name}.json") as tmp:
+    if features:
+        from ..models.onsets_frames import FeatureConfig, log_mel, sequence_to_rolls
+
+        fc = FeatureConfig()
+        if sample_rate != fc.sample_rate:
+            raise StageError(wid, f"features need {fc.sample_rate} Hz audio, not {sample_rate}")
+        mel = log_mel(audio, fc)
+        with atomic_path(dest_dir / f"{name}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, mel=mel.astype(np.float16), **sequence_to_rolls(labels, mel.shape[0], fc))
+    with atomic_path(dest_dir / f"{name}.wav") as tmp:
+        sf.write(str(tmp), audio, sample_rate, subtype="FLOAT", format="WAV")
+    meta = {"work": wid, "seed": seed, "split": split_of(wid), "seconds": len(audio) / sample_rate,
+            "notes": len(labels.notes), "sample_rate": sample_rate, **aug.as_dict()}
+    with atomic_path(dest_dir / f"{name}.json") as tmp:  # written last: its presence marks a finished example
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return dest_dir / f"{name}.npz"
+    return dest_dir / f"{name}.wav"
+
+
+def _plan(split: str, count: int, seed: int, families: dict[str, float], kinds: dict[str, float]):
+    """(work path, family, seed) for `count` examples: kinds and families drawn by weight, works at random."""
+    rng = np.random.default_rng(seed)
+    pools = {k: works_of(k, split) for k in kinds}
+    names = [k for k in kinds if pools[k]]
+    kw = np.array([kinds[k] for k in names], float)
+    fams = list(families)
+    fw = np.array([families[f] for f in fams], float)
+    for i in range(count):
+        kind = names[int(rng.choice(len(names), p=kw / kw.sum()))]
+        work = pools[kind][int(rng.integers(len(pools[kind])))]
+        yield work, fams[int(rng.choice(len(fams), p=fw / fw.sum()))], seed * 100_003 + i
 
 
 def make_dataset(dest_dir: str | Path, split: str = "train", count: int = 200, max_seconds: float | None = 30.0,
-                 seed: int = 0, renders_per_work: int = 1, clean: bool = False) -> list[Path]:
-    """Render `count` examples of one split into dest_dir (existing ones are kept); a bad work is logged and skipped."""
+                 seed: int = 0, families: dict[str, float] | None = None) -> list[Path]:
+    """Render `count` training examples (features included) into dest_dir; existing ones are kept, so an
+    interrupted run resumes; a work that cannot be rendered is logged and skipped. Returns the .npz paths."""
     dest_dir = Path(dest_dir)
-    works = works_for(split)
-    jobs = [(w, seed * 100_003 + i * 7919 + r) for r in range(renders_per_work) for i, w in enumerate(works)]
     made: list[Path] = []
-    for work, s in progress(jobs, f"render {split}", total=min(count, len(jobs)), unit="piece"):
-        if len(made) >= count:
-            break
-        name = f"{safe_stem(work)}-{s}"
-        if (dest_dir / f"{name}.npz").exists():
-            made.append(dest_dir / f"{name}.npz")
-            continue
-        try:
-            made.append(make_example(work, dest_dir, s, max_seconds, clean=clean, name=name))
-        except StageError as exc:
-            log.warning("%s", exc)
+    plan = list(_plan(split, count, seed, families or TRAIN_FAMILY_WEIGHTS, TRAIN_KIND_WEIGHTS))
+    for path, family, s in progress(plan, f"render {split}", unit="piece"):
+        name = f"{safe_stem(work_id(path))}-{s}"
+        if not (dest_dir / f"{name}.json").exists():
+            try:
+                make_example(path, dest_dir, s, max_seconds, family, name=name)
+            except StageError as exc:
+                log.warning("%s", exc)
+                continue
+        made.append(dest_dir / f"{name}.npz")
     return made
+
+
+def make_dev_set(dest_dir: str | Path, part: str, per_family: int = 12, seconds: float = 20.0,
+                 seed: int = 20_261_201) -> list[Path]:
+    """The development set's `part` ('tune' or 'test'): per_family clips of every family from held-out works of
+    every kind, at 44.1 kHz, made once and reused. Returns the .wav paths."""
+    dest_dir = Path(dest_dir) / part
+    kinds = list(SOURCE_KINDS)
+    pools = {k: [p for p in works_of(k, "test") if dev_part_of(work_id(p)) == part] for k in kinds}
+    out: list[Path] = []
+    jobs = [(fam, i) for fam in FAMILIES for i in range(per_family)]
+    for fam, i in progress(jobs, f"dev set ({part})", unit="clip"):
+        kind = kinds[i % len(kinds)]
+        pool = pools[kind] or [p for ps in pools.values() for p in ps]
+        s = seed + 1000 * FAMILIES.index(fam) + i
+        path = pool[(i // len(kinds) + FAMILIES.index(fam)) % len(pool)]
+        name = f"{fam}-{i:02d}-{safe_stem(work_id(path))}"
+        if not (dest_dir / f"{name}.json").exists():
+            try:
+                make_example(path, dest_dir, s, seconds, fam, name=name, sample_rate=DEV_SAMPLE_RATE,
+                             features=False, cache_dir=Path(dest_dir).parent / "_scores")
+            except StageError as exc:
+                log.warning("%s", exc)
+                continue
+        out.append(dest_dir / f"{name}.wav")
+    return out
 
 
 def safe_stem(work: str) -> str:

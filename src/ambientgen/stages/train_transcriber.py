@@ -23,6 +23,7 @@ HELP = "train the Onsets and Frames transcriber on rendered public-domain scores
 EXAMPLES = """
   ambientgen train-transcriber runs/of --minutes 45
   ambientgen train-transcriber runs/of --data runs/of/data --steps 20000 --resume
+  ambientgen train-transcriber runs/of2 --data runs/of/data --init shipped --minutes 90 --threads 1
 """
 log = logging.getLogger(__name__)
 KEEP_CHECKPOINTS = 3
@@ -155,8 +156,11 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 10_000, minutes: float | None = None,
           resume: bool = False, batch_size: int = 8, seq_frames: int = 160, lr: float | None = None,
           pieces: int = 200, seed: int = 0, checkpoint_every: int = 500, threads: int | None = None,
-          model_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train until `steps` (total, counting resumed ones) or `minutes` (this run) is reached; returns the state."""
+          model_config: dict[str, Any] | None = None, init: str | Path | None = None) -> dict[str, Any]:
+    """Train until `steps` (total, counting resumed ones) or `minutes` (this run) is reached; returns the state.
+
+    `init` (a checkpoint folder or "shipped") starts a new run from those weights and their architecture instead
+    of random ones; a resumed run ignores it."""
     import torch
 
     from ..models.onsets_frames import ModelConfig, build_model, compute_loss, load_config
@@ -175,12 +179,23 @@ def train(out_dir: str | Path, data_dir: str | Path | None = None, steps: int = 
     ckpt = latest_checkpoint(out_dir) if resume else None
     if resume and ckpt is None:
         log.warning("%s: no checkpoint to resume from; starting afresh", out_dir)
-    cfg = load_config(ckpt / "config.json") if ckpt else ModelConfig.from_json(
-        {**ModelConfig().to_json(), **(model_config or {})})
+    start_from = None
+    if ckpt:
+        cfg = load_config(ckpt / "config.json")
+    elif init is not None:
+        from ..models.onsets_frames import load_torch_model
+
+        start_from, cfg = load_torch_model(None if str(init) == "shipped" else init)
+    else:
+        cfg = ModelConfig.from_json({**ModelConfig().to_json(), **(model_config or {})})
     model = build_model(cfg)
+    if start_from is not None:
+        model.load_state_dict({k: v.float() for k, v in start_from.state_dict().items()})
+        log.info("starting from the weights of %s", init)
     opt = torch.optim.Adam(model.parameters(), lr=lr or DEFAULT_LR)
     state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "batch_size": batch_size,
-                             "seq_frames": seq_frames, "lr": lr or DEFAULT_LR}
+                             "seq_frames": seq_frames, "lr": lr or DEFAULT_LR,
+                             "init": str(init) if init is not None else None}
     if ckpt:
         from safetensors.torch import load_file
 
@@ -272,13 +287,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Adam learning rate (default 6e-4 as in the paper; on --resume: the saved one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (500)")
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="start a new run from these weights: a checkpoint folder, or 'shipped' for the packaged model")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="after training, write the fp16 model.safetensors + config.json to DIR")
 
 
 def main(args: argparse.Namespace) -> int:
     state = train(args.output_dir, args.data, args.steps, args.minutes, args.resume, args.batch_size,
-                  args.seq_frames, args.lr, args.pieces, checkpoint_every=args.checkpoint_every, threads=args.threads)
+                  args.seq_frames, args.lr, args.pieces, checkpoint_every=args.checkpoint_every, threads=args.threads,
+                  init=args.init)
     if args.export:
         ckpt = latest_checkpoint(Path(args.output_dir))
         print(export_checkpoint(ckpt, args.export))
