@@ -135,3 +135,29 @@ def test_shipped_checkpoint_transcribes_heldout_chorale(heldout_example):
     # an untrained network of the same shape does not pass the floor
     untrained = of.Transcriber(of.build_model(model.cfg).eval(), model.cfg)
     assert note_scores(ref, untrained.transcribe(audio, sr))["f1"] < F1_FLOOR
+
+
+def test_streamed_transcription_matches_whole_signal(tmp_path, heldout_example):
+    """Blocks with a second of context and decoding with look-ahead give the notes of one whole-signal pass,
+    while every frame goes through the network once."""
+    import soundfile as sf
+
+    from ambientgen.music.onsets_frames_stream import OnsetsFramesStream
+    from ambientgen.music.transcription import StreamOptions, onset_scores
+
+    audio, sr = sf.read(str(heldout_example.with_suffix(".wav")), dtype="float32")
+    audio = np.concatenate([audio, audio[::-1], audio])  # about a minute
+    model = of.load_model()
+    whole = model.transcribe(audio, sr)
+    stream = OnsetsFramesStream(model, StreamOptions(block_s=7.0, lookahead_s=4.0))
+    calls = []
+    predict = model.predict
+    model.predict = lambda a, r: calls.append(len(a)) or predict(a, r)
+    chunks = list(stream.probabilities([audio[i:i + 5000] for i in range(0, len(audio), 5000)]))
+    n = len(audio) // model.cfg.features.hop_length + 1
+    assert sum(len(c[0][0]) for c in chunks) == n and chunks[-1][1] == n and all(c[1] == 0 for c in chunks[:-1])
+    assert sum(calls) < 1.4 * len(audio)  # 7-s blocks with 1 s of context either side, nothing more
+    model.predict = predict
+    streamed = stream.transcribe(audio, sr)
+    assert len(whole.notes) > 50
+    assert onset_scores(whole, streamed)["f1"] > 0.95

@@ -384,11 +384,12 @@ class Transcriber:
     """A loaded Onsets and Frames model: ``transcribe(audio, sample_rate) -> NoteSequence``."""
 
     def __init__(self, model, cfg: ModelConfig, onset_threshold: float = 0.5, frame_threshold: float = 0.5,
-                 chunk_frames: int = 512, context_frames: int = 32):
+                 chunk_frames: int = 512, context_frames: int = 32, frame_start_threshold: float | None = None):
         self.model = model
         self.cfg = cfg
         self.onset_threshold = onset_threshold
         self.frame_threshold = frame_threshold
+        self.frame_start_threshold = frame_start_threshold
         self.chunk_frames = chunk_frames
         self.context_frames = context_frames
 
@@ -400,7 +401,7 @@ class Transcriber:
     def parameters(self) -> dict[str, Any]:
         """Decoding settings, for sidecars."""
         return {"onset_threshold": self.onset_threshold, "frame_threshold": self.frame_threshold,
-                "sample_rate": self.sample_rate}
+                "frame_start_threshold": self.frame_start_threshold, "sample_rate": self.sample_rate}
 
     def predict(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
         """Onset/frame probabilities and velocities, each (frames, 88), for mono or (n, channels) audio."""
@@ -435,18 +436,21 @@ class Transcriber:
         """Audio -> note_seq.NoteSequence, onset-gated decoding."""
         p = self.predict(audio, sample_rate)
         notes = decode_notes(p["onset"], p["frame"], p["velocity"], self.cfg.features,
-                             self.onset_threshold, self.frame_threshold)
+                             self.onset_threshold, self.frame_threshold,
+                             frame_start_threshold=self.frame_start_threshold)
         return notes_to_sequence(notes)
 
 
 def load_model(checkpoint: str | Path | None = None, onset_threshold: float | None = None,
-               frame_threshold: float | None = None) -> Transcriber:
+               frame_threshold: float | None = None, frame_start_threshold: float | None = None) -> Transcriber:
     """The transcriber from a checkpoint directory or model.safetensors path; None: the shipped checkpoint.
 
-    Thresholds default to the checkpoint's config.json "decoding" entry (tuned on validation renderings), else 0.5.
+    Thresholds default to the checkpoint's config.json "decoding" entry (chosen on the development set's tune
+    part), else 0.5 and no frame-run starts.
     """
     model, cfg = load_torch_model(checkpoint)
     decoding = json.loads(_resolve(checkpoint)[1].read_text()).get("decoding", {})
     on = onset_threshold if onset_threshold is not None else float(decoding.get("onset_threshold", 0.5))
     fr = frame_threshold if frame_threshold is not None else float(decoding.get("frame_threshold", 0.5))
-    return Transcriber(model, cfg, on, fr)
+    fs = frame_start_threshold if frame_start_threshold is not None else decoding.get("frame_start_threshold")
+    return Transcriber(model, cfg, on, fr, frame_start_threshold=None if fs is None else float(fs))

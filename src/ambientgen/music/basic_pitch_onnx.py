@@ -19,6 +19,7 @@ from .transcription import (
     StreamOptions,
     _with_progress,
     audio_duration,
+    decode_stream,
     notes_to_sequence,
     read_audio_blocks,
 )
@@ -253,41 +254,12 @@ class BasicPitchTranscriber:
                       params: BasicPitchParams | None = None) -> Iterator[Note]:
         """Decode notes from streamed activations block by block; a note belongs to the block of its onset."""
         fps = BP_SAMPLE_RATE / BP_HOP
-        block = max(1, int(self.stream.block_s * fps))
-        ahead = int(self.stream.lookahead_s * fps)
-        behind = max(4, int(self.stream.lookbehind_s * fps))
-        buf_note: list[np.ndarray] = []
-        buf_onset: list[np.ndarray] = []
-        buf_start = 0  # global frame index of the buffer's first frame
-        buf_len = 0
-        own_start = 0
-        total = 0
-        for note, onset, n_total in acts:
-            buf_note.append(note)
-            buf_onset.append(onset)
-            buf_len += len(note)
-            total = n_total or total
-            final = bool(n_total)
-            if final:  # trim the padding frames of the last windows
-                excess = buf_start + buf_len - total
-                if excess > 0:
-                    cat_n, cat_o = np.concatenate(buf_note), np.concatenate(buf_onset)
-                    buf_note, buf_onset = [cat_n[: len(cat_n) - excess]], [cat_o[: len(cat_o) - excess]]
-                    buf_len -= excess
-            while (buf_start + buf_len >= own_start + block + ahead) or (final and own_start < buf_start + buf_len):
-                cat_n, cat_o = np.concatenate(buf_note), np.concatenate(buf_onset)
-                own_end = own_start + block
-                lo = own_start - buf_start - min(behind, own_start - buf_start)
-                hi = min(buf_len, own_end + ahead - buf_start)
-                events = self.decode(cat_n[lo:hi], cat_o[lo:hi], params, frame_offset=buf_start + lo)
-                for s, e, pitch, amp in events:
-                    if own_start <= s < own_end:
-                        yield Note(s / fps, e / fps, int(pitch), int(round(127 * float(amp))))
-                own_start = own_end
-                keep_from = max(0, own_start - behind - buf_start)
-                buf_note, buf_onset = [cat_n[keep_from:]], [cat_o[keep_from:]]
-                buf_start += keep_from
-                buf_len -= keep_from
+
+        def decode(arrays: tuple[np.ndarray, ...], first: int) -> list[tuple[int, Note]]:
+            return [(s, Note(s / fps, e / fps, int(pitch), int(round(127 * float(amp)))))
+                    for s, e, pitch, amp in self.decode(arrays[0], arrays[1], params, frame_offset=first)]
+
+        return decode_stream((((n, o), total) for n, o, total in acts), decode, fps, self.stream)
 
     def transcribe_blocks(self, blocks: Iterable[np.ndarray], params: BasicPitchParams | None = None) -> list[Note]:
         """Notes of a 22050 Hz mono stream."""

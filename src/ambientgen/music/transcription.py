@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -171,64 +171,48 @@ def transcription_scores(ref: Any, est: Any) -> dict[str, float]:
     return {**onset_scores(ref, est), **frame_scores(ref, est)}
 
 
-# ---------------------------------------------------------------------------- generic chunked models
+# ---------------------------------------------------------------------------- streamed decoding
+
+Decoder = Callable[[tuple[np.ndarray, ...], int], list[tuple[int, Note]]]
 
 
-@dataclass
-class ChunkedTranscriber:
-    """Any model with ``transcribe(audio, sample_rate) -> NoteSequence``, run over overlapping chunks.
-
-    Each chunk carries look-behind/look-ahead context; a note is kept from the chunk its onset falls in.
-    """
-
-    model: Any
-    name: str
-    sample_rate: int = 16000
-    stream: StreamOptions = field(default_factory=StreamOptions)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def parameters(self) -> dict[str, Any]:
-        return {**self.extra, "sample_rate": self.sample_rate, **asdict(self.stream)}
-
-    def transcribe_file(self, path: str | Path) -> Any:
-        duration = audio_duration(path)
-        blocks = _with_progress(read_audio_blocks(path, self.sample_rate), path, duration)
-        notes = list(stitch_chunks(blocks, self.sample_rate, self._run, self.stream))
-        return notes_to_sequence(notes, duration)
-
-    def _run(self, audio: np.ndarray) -> list[Note]:
-        ns = self.model.transcribe(audio, self.sample_rate)
-        return [Note(n.start_time, n.end_time, n.pitch, n.velocity) for n in ns.notes if not n.is_drum]
-
-
-def stitch_chunks(blocks: Iterable[np.ndarray], sample_rate: int, run: Callable[[np.ndarray], list[Note]],
+def decode_stream(acts: Iterable[tuple[tuple[np.ndarray, ...], int]], decode: Decoder, fps: float,
                   stream: StreamOptions) -> Iterator[Note]:
-    """Run `run` on [own - behind, own + block + ahead) audio chunks; keep notes with onset in [own, own + block)."""
-    block = int(stream.block_s * sample_rate)
-    ahead = int(stream.lookahead_s * sample_rate)
-    behind = int(stream.lookbehind_s * sample_rate)
-    buf = np.zeros(0, dtype=np.float32)
-    buf_start = 0
-    own = 0
-    blocks = iter(blocks)
-    done = False
-    while not done or own < buf_start + len(buf):
-        while not done and buf_start + len(buf) < own + block + ahead:
-            nxt = next(blocks, None)
-            if nxt is None:
-                done = True
-            else:
-                buf = np.concatenate([buf, nxt])
-        if own >= buf_start + len(buf):
-            break
-        lo = max(0, own - behind - buf_start)
-        hi = min(len(buf), own + block + ahead - buf_start)
-        t0 = (buf_start + lo) / sample_rate
-        for n in run(buf[lo:hi]):
-            start = n.start + t0
-            if own / sample_rate <= start < (own + block) / sample_rate:
-                yield Note(start, n.end + t0, n.pitch, n.velocity)
-        own += block
-        drop = max(0, own - behind - buf_start)
-        buf = buf[drop:]
-        buf_start += drop
+    """Notes from a stream of model outputs, decoded block by block in bounded memory.
+
+    `acts` yields (arrays, n_total): consecutive frames of each output (note/onset/... activations, frames
+    first); n_total, the stream's frame count, comes with the last chunk (0 before), and frames past it are
+    padding. `decode(arrays, first_frame)` turns a window into (start_frame, Note) pairs. Each block of
+    stream.block_s is decoded with look-behind and look-ahead context, and a note belongs to the block of its
+    onset, so a note is never cut at a block edge unless it outlasts the look-ahead.
+    """
+    block = max(1, int(stream.block_s * fps))
+    ahead = int(stream.lookahead_s * fps)
+    behind = max(4, int(stream.lookbehind_s * fps))
+    bufs: list[list[np.ndarray]] = []
+    buf_start = buf_len = own_start = total = 0
+    for arrays, n_total in acts:
+        if not bufs:
+            bufs = [[] for _ in arrays]
+        for b, arr in zip(bufs, arrays):
+            b.append(arr)
+        buf_len += len(arrays[0])
+        total = n_total or total
+        final = bool(n_total)
+        if final and buf_start + buf_len > total:  # trim the padding frames of the last chunk
+            excess = buf_start + buf_len - total
+            bufs = [[c[: len(c) - excess]] for c in (np.concatenate(b) for b in bufs)]
+            buf_len -= excess
+        while buf_start + buf_len >= own_start + block + ahead or (final and own_start < buf_start + buf_len):
+            cat = [np.concatenate(b) for b in bufs]
+            own_end = own_start + block
+            lo = own_start - buf_start - min(behind, own_start - buf_start)
+            hi = min(buf_len, own_end + ahead - buf_start)
+            for start, note in decode(tuple(c[lo:hi] for c in cat), buf_start + lo):
+                if own_start <= start < own_end:
+                    yield note
+            own_start = own_end
+            keep_from = max(0, own_start - behind - buf_start)
+            bufs = [[c[keep_from:]] for c in cat]
+            buf_start += keep_from
+            buf_len -= keep_from

@@ -29,13 +29,16 @@ EXAMPLES = """
   ambientgen transcribe wav/ midi/ --backend onsets-frames --checkpoint model/onsets_frames.safetensors
 """
 BACKENDS = ("basic-pitch", "onsets-frames")
+DEFAULT_BACKEND = "basic-pitch"
 
 log = logging.getLogger(__name__)
 
 
-def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None) -> Any:
+def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None, decoding: dict[str, float] | None = None
+                       ) -> Any:
     """The onsets-frames backend: ambientgen.models.onsets_frames.load_model(checkpoint), imported lazily."""
-    from ..music.transcription import ChunkedTranscriber, StreamOptions
+    from ..music.onsets_frames_stream import OnsetsFramesStream
+    from ..music.transcription import StreamOptions
 
     modname = "ambientgen.models.onsets_frames"
     try:
@@ -48,19 +51,18 @@ def load_onsets_frames(checkpoint: str | Path | None, stream: Any = None) -> Any
     if checkpoint is not None and not Path(checkpoint).exists():
         raise StageError(checkpoint, "onsets-frames checkpoint not found")
     try:
-        model = mod.load_model(checkpoint)
+        model = mod.load_model(checkpoint, **(decoding or {}))
     except FileNotFoundError as exc:
         raise StageError(checkpoint or exc.filename, f"onsets-frames checkpoint missing ({exc.strerror or exc})") from None
-    features = getattr(getattr(model, "cfg", None), "features", None)
-    rate = int(getattr(model, "sample_rate", None) or getattr(features, "sample_rate", None) or 16000)
     extra = {"checkpoint": str(checkpoint) if checkpoint else "(packaged)"}
-    return ChunkedTranscriber(model=model, name="onsets-frames", sample_rate=rate,
-                              stream=stream or StreamOptions(), extra=extra)
+    return OnsetsFramesStream(model=model, stream=stream or StreamOptions(), extra=extra)
 
 
-def make_transcriber(backend: str = "basic-pitch", checkpoint: str | Path | None = None, params: Any = None,
-                     stream: Any = None, threads: int | None = None) -> Any:
-    """Build (and load the model of) a backend once; reuse it for every file."""
+def make_transcriber(backend: str = DEFAULT_BACKEND, checkpoint: str | Path | None = None, params: Any = None,
+                     stream: Any = None, threads: int | None = None, decoding: dict[str, float] | None = None
+                     ) -> Any:
+    """Build (and load the model of) a backend once; reuse it for every file. `params` are basic-pitch's
+    decoding settings, `decoding` overrides of the onsets-frames checkpoint's (onset_threshold, ...)."""
     from ..music import basic_pitch_onnx as bp
 
     if backend == "basic-pitch":
@@ -69,7 +71,7 @@ def make_transcriber(backend: str = "basic-pitch", checkpoint: str | Path | None
         return bp.BasicPitchTranscriber(params=params, stream=stream,
                                         threads=bp.default_threads() if threads is None else threads)
     if backend == "onsets-frames":
-        return load_onsets_frames(checkpoint, stream)
+        return load_onsets_frames(checkpoint, stream, decoding)
     raise StageError(None, f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
@@ -154,9 +156,10 @@ def midi_name(rel: str) -> str:
     return given_midi_name(rel) if Path(rel).suffix.lower() in MIDI_SUFFIXES else Path(rel).with_suffix(".mid").as_posix()
 
 
-def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str = "basic-pitch",
+def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str = DEFAULT_BACKEND,
                    checkpoint: str | Path | None = None, params: Any = None, stream: Any = None,
-                   threads: int | None = None, transcriber: Any = None) -> FileResults:
+                   threads: int | None = None, transcriber: Any = None,
+                   decoding: dict[str, float] | None = None) -> FileResults:
     """Transcribe every audio file under input_dir into output_dir (``done``: input -> its sidecar); a bad file
     never stops the others, and the model is loaded only when there is audio (MIDI inputs are taken as they are)."""
     output_dir = Path(output_dir)
@@ -164,7 +167,7 @@ def transcribe_dir(input_dir: str | Path, output_dir: str | Path, backend: str =
 
     def load_model(paths: list[Path]) -> None:
         if model[0] is None and any(p.suffix.lower() not in MIDI_SUFFIXES for p in paths):
-            model[0] = make_transcriber(backend, checkpoint, params, stream, threads)
+            model[0] = make_transcriber(backend, checkpoint, params, stream, threads, decoding)
 
     def one(path: Path, rel: str) -> dict[str, Any]:
         if path.suffix.lower() in MIDI_SUFFIXES:
@@ -182,7 +185,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d, s = BasicPitchParams(), StreamOptions()
     p.add_argument("input_dir", help="directory of audio files (e.g. /pfs/audio-processed-wav)")
     p.add_argument("output_dir", help="where NAME.mid and NAME.json go (e.g. /pfs/out)")
-    p.add_argument("--backend", choices=BACKENDS, default="basic-pitch", help="transcription model (default basic-pitch)")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                   help=f"transcription model (default {DEFAULT_BACKEND})")
     p.add_argument("--checkpoint", default=None, help="onsets-frames checkpoint (directory or .safetensors file); default: the packaged one")
     g = p.add_argument_group("basic-pitch note decoding")
     g.add_argument("--onset-threshold", type=float, default=d.onset_threshold,
@@ -196,6 +200,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--melodia", action="store_true",
                    help="also add notes found without a clear onset (basic-pitch's melodia trick; helps soft pads, "
                         "costs precision on struck and plucked sounds)")
+    g = p.add_argument_group("onsets-frames note decoding (default: the checkpoint's, chosen on the development set)")
+    g.add_argument("--of-onset-threshold", type=float, default=None, help="onset probability that starts a note")
+    g.add_argument("--of-frame-threshold", type=float, default=None, help="frame probability that keeps it sounding")
+    g.add_argument("--of-frame-start-threshold", type=float, default=None,
+                   help="frame probability whose steady run starts a note without an onset (swelling pads)")
     g = p.add_argument_group("long files")
     g.add_argument("--block-seconds", type=float, default=s.block_s, help=f"decoding block (default {s.block_s:g} s)")
     g.add_argument("--lookahead-seconds", type=float, default=s.lookahead_s,
@@ -212,7 +221,11 @@ def main(args: argparse.Namespace) -> int:
                               minimum_note_length_ms=args.min_note_ms, minimum_frequency=args.min_freq,
                               maximum_frequency=args.max_freq, melodia_trick=args.melodia)
     stream = StreamOptions(block_s=args.block_seconds, lookahead_s=args.lookahead_seconds)
-    res = transcribe_dir(args.input_dir, args.output_dir, args.backend, args.checkpoint, params, stream, args.threads)
+    decoding = {k: v for k, v in (("onset_threshold", args.of_onset_threshold),
+                                  ("frame_threshold", args.of_frame_threshold),
+                                  ("frame_start_threshold", args.of_frame_start_threshold)) if v is not None}
+    res = transcribe_dir(args.input_dir, args.output_dir, args.backend, args.checkpoint, params, stream, args.threads,
+                         decoding=decoding)
     for src, side in res.done.items():
         print(f"{src} -> {side['midi']} ({side['notes']} notes)")
     return res.exit_status()
