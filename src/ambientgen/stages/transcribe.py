@@ -197,9 +197,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"drop notes shorter than this (default {d.minimum_note_length_ms:g} ms)")
     g.add_argument("--min-freq", type=float, default=None, help="ignore pitches below this frequency (Hz)")
     g.add_argument("--max-freq", type=float, default=None, help="ignore pitches above this frequency (Hz)")
-    g.add_argument("--melodia", action="store_true",
+    g.add_argument("--melodia", action=argparse.BooleanOptionalAction, default=d.melodia_trick,
                    help="also add notes found without a clear onset (basic-pitch's melodia trick; helps soft pads, "
-                        "costs precision on struck and plucked sounds)")
+                        f"costs a little precision on struck and plucked sounds; default {'on' if d.melodia_trick else 'off'})")
     g = p.add_argument_group("onsets-frames note decoding (default: the checkpoint's, chosen on the development set)")
     g.add_argument("--of-onset-threshold", type=float, default=None, help="onset probability that starts a note")
     g.add_argument("--of-frame-threshold", type=float, default=None, help="frame probability that keeps it sounding")
