@@ -2,8 +2,8 @@
 from the same model without it, scored by pitch-class and melodic-interval histogram overlap with the liked piece.
 
 For each model: --liked pieces are generated unprimed (the pieces a listener would pick from); for each liked
-piece, --k variations are made exactly as `compose --more-like` asks for them (its first 20 s, or half of a
-shorter piece, as primer, the primer left out of the output) and --k pieces without a primer (other seeds). Only the new music is scored, so
+piece, --k variations are made exactly as `compose --more-like` asks for them (the whole liked piece as
+primer, left out of the output) and --k pieces without a primer (other seeds). Only the new music is scored, so
 a variation gains nothing from repeating its primer. The last lines print, per model, the mean overlaps of both
 kinds and the share of liked pieces whose variations are closer.
 
@@ -38,7 +38,6 @@ def closeness(a, b) -> tuple[float, float]:
 
 
 def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> dict:
-    from ambientgen.compose import primer_seconds
     from ambientgen.stages.gen_request import GenerationRequest
     from ambientgen.stages.generate import generate
 
@@ -49,19 +48,23 @@ def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> 
                                                                            **common))["written"][0]
         var = generate(model, work / "var", defaults=GenerationRequest(
             name=f"var{i}", num_samples=k, seed=2000 + i, primer_midi=str(liked),
-            primer_seconds=primer_seconds(liked), include_primer=False, **common))["written"]
+            include_primer=False, **common))["written"]
         plain = generate(model, work / "plain", defaults=GenerationRequest(
             name=f"plain{i}", num_samples=k, seed=3000 + i, **common))["written"]
         target = notes_of(liked)
         v = np.array([closeness(notes_of(p), target) for p in var]).reshape(-1, 2)  # nan for a piece with no notes
         u = np.array([closeness(notes_of(p), target) for p in plain]).reshape(-1, 2)
-        rows.append({"liked": liked.name, "variation_pc": float(np.nanmean(v[:, 0])),
+        rows.append({"liked": liked.name, "liked_notes": len(target.pitch),
+                     "variation_notes": float(np.mean([len(notes_of(p).pitch) for p in var])),
+                     "empty_variations": sum(len(notes_of(p).pitch) == 0 for p in var),
+                     "variation_pc": float(np.nanmean(v[:, 0])),
                      "variation_iv": float(np.nanmean(v[:, 1])), "plain_pc": float(np.nanmean(u[:, 0])),
                      "plain_iv": float(np.nanmean(u[:, 1]))})
         r = rows[-1]
         print(f"  {liked.name}: pitch-class overlap {r['variation_pc']:.3f} (variations) vs {r['plain_pc']:.3f} "
               f"(no primer); interval overlap {r['variation_iv']:.3f} vs {r['plain_iv']:.3f}", flush=True)
-    mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key != "liked"}
+    mean = {key: float(np.mean([r[key] for r in rows])) for key in rows[0] if key not in ("liked", "empty_variations")}
+    mean["empty_variations"] = int(sum(r["empty_variations"] for r in rows))
     closer = {"pc": float(np.mean([r["variation_pc"] > r["plain_pc"] for r in rows])),
               "iv": float(np.mean([r["variation_iv"] > r["plain_iv"] for r in rows]))}
     return {"model": str(model), "pieces": rows, "mean": mean, "share_closer": closer}
@@ -94,7 +97,9 @@ def main() -> int:
         m, c = r["mean"], r["share_closer"]
         print(f"{Path(r['model']).name or r['model']} | {m['variation_pc']:.3f} / {m['plain_pc']:.3f} "
               f"(x{m['variation_pc'] / m['plain_pc']:.2f}) | {m['variation_iv']:.3f} / {m['plain_iv']:.3f} "
-              f"(x{m['variation_iv'] / m['plain_iv']:.2f}) | {c['pc']:.0%}, {c['iv']:.0%}")
+              f"(x{m['variation_iv'] / m['plain_iv']:.2f}) | {c['pc']:.0%}, {c['iv']:.0%} "
+              f"(notes: liked {m['liked_notes']:.0f}, variation {m['variation_notes']:.0f}; "
+              f"{m['empty_variations']} empty variations)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

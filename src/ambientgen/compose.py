@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LIKED_DIR = "liked"  # in OUT (the liked pieces kept) and in the input repo (when they join the training)
-MORE_LIKE_PRIMER_S = 20.0  # the first seconds of a liked piece that its variations continue (at most half of it)
 
 
 @dataclass
@@ -148,18 +147,9 @@ def write_requests(folder: Path, opts: ComposeOptions, liked: list[Path]) -> Non
         sub.mkdir()
         shutil.copyfile(mid, sub / f"{mid.stem}.mid")
         req = GenerationRequest(name=name, num_samples=opts.pieces, seed=opts.seed + 1 + k,
-                                primer_midi=f"{mid.stem}.mid", primer_seconds=primer_seconds(mid),
-                                include_primer=False, **common)
+                                primer_midi=f"{mid.stem}.mid", include_primer=False, **common)
         req.validate(f"--more-like {mid}")
         _write_toml(sub / "request.toml", req)
-
-
-def primer_seconds(mid: Path) -> float:
-    """How much of a liked piece its variations continue: MORE_LIKE_PRIMER_S, or half of a shorter piece (so that
-    the model has somewhere to go from)."""
-    from .music.midi_io import load_midi
-
-    return round(min(MORE_LIKE_PRIMER_S, max(1.0, load_midi(mid, allow_empty=True).total_time / 2)), 2)
 
 
 def _write_toml(path: Path, req: GenerationRequest) -> None:
