@@ -47,13 +47,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dev-set", required=True, help="development set folder (made there when missing)")
     ap.add_argument("--backend", action="append", default=None,
-                    help="backends besides stock basic-pitch (default: auto, basic-pitch, onsets-frames)")
+                    help="backends besides stock basic-pitch (default: onsets-frames, basic-pitch)")
     ap.add_argument("--checkpoint", default=None, help="onsets-frames checkpoint (default: the shipped one)")
     ap.add_argument("--per-family", type=int, default=12)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
-    backends = ["stock-basic-pitch", *(args.backend or ["auto", "basic-pitch", "onsets-frames"])]
+    backends = ["stock-basic-pitch", *(args.backend or ["onsets-frames", "basic-pitch"])]
     res = evaluate(backends, args.dev_set, "test", args.per_family, checkpoint=args.checkpoint)
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
     print(format_report(res))

@@ -51,7 +51,7 @@ def rendered(tmp_path_factory) -> dict:
 def transcribed(rendered) -> dict:
     out = rendered["root"] / "midi"
     bpo._SESSIONS.clear()
-    code = cli_main(["transcribe", str(rendered["wav"]), str(out)])
+    code = cli_main(["transcribe", str(rendered["wav"]), str(out), "--backend", "basic-pitch"])
     assert code == 0
     return {"out": out, **rendered}
 
@@ -106,9 +106,9 @@ def test_model_loaded_once_per_process(rendered, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", counting)
     bpo._SESSIONS.clear()
-    res = transcribe_dir(rendered["wav"], tmp_path / "a")
+    res = transcribe_dir(rendered["wav"], tmp_path / "a", backend="basic-pitch")
     assert len(res.done) == len(WORKS) and len(created) == 1
-    transcribe_dir(rendered["wav"], tmp_path / "b")  # a second folder in the same process: still one load
+    transcribe_dir(rendered["wav"], tmp_path / "b", backend="basic-pitch")  # a second folder in the same process: still one load
     assert len(created) == 1
 
 

@@ -28,7 +28,7 @@ EXAMPLES = """
   ambientgen evaluate-transcriber --backend stock-basic-pitch --backend basic-pitch --dev-set runs/devset
   ambientgen evaluate-transcriber --backend onsets-frames --checkpoint runs/of/ckpt-0003000 --json of.json
 """
-BACKENDS = ("auto", "basic-pitch", "onsets-frames", "stock-basic-pitch")
+BACKENDS = ("basic-pitch", "onsets-frames", "stock-basic-pitch")
 METRICS = ("f1", "f1_offset", "frame_f1", "precision", "recall")
 log = logging.getLogger(__name__)
 
