@@ -211,7 +211,8 @@ def test_checkpoint_only_for_onsets_frames(tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
     soundfile.write(str(src / "a.wav"), np.zeros(1600, dtype=np.int16), 16000)
-    assert cli_main(["transcribe", str(src), str(tmp_path / "o"), "--checkpoint", "x.safetensors"]) == 1
+    assert cli_main(["transcribe", str(src), str(tmp_path / "o"), "--backend", "basic-pitch", "--checkpoint",
+                     "x.safetensors"]) == 1
     assert "--checkpoint is for --backend onsets-frames" in capsys.readouterr().err
 
 
