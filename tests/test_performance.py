@@ -180,3 +180,49 @@ def test_sustain_pedal_is_applied_when_present():
     assert ends == [1.0, 1.0]
     ends = sorted(n.end_time for n in P.decode(P.encode(ns, sustain=False)).notes)
     assert ends == [0.2, 0.6]
+
+
+def _steps(ns) -> set[tuple[int, int, int]]:
+    return {(n.pitch, round(n.start_time * 100), round(n.end_time * 100)) for n in ns.notes}
+
+
+def test_a_window_opens_with_the_notes_sounding_and_every_off_ends_a_struck_note(sample_midis):
+    """A crop inside held notes restates them, so the window decodes to the original notes clipped to its span."""
+    import note_seq
+
+    ids = P.encode(note_seq.midi_file_to_note_sequence(str(sample_midis[0])))
+    shifts = np.flatnonzero((ids >= P.TIME_SHIFT_OFFSET) & (ids < P.VELOCITY_OFFSET))
+    step_after = np.cumsum(np.where((ids >= P.TIME_SHIFT_OFFSET) & (ids < P.VELOCITY_OFFSET),
+                                    ids - P.TIME_SHIFT_OFFSET + 1, 0))
+    original = _steps(P.decode(ids))
+    checked = 0
+    for s in shifts[2::3] + 1:  # just after a time shift: every event of that step is inside the window
+        held = P._note_spans(ids[:s])[1]  # the decoder's own pairing: notes sounding at s
+        w = P.complete_window(ids, int(s), 400)
+        if not any(held.values()):
+            continue
+        assert w.context == 1 + sum(len(q) for q in held.values())
+        assert w.ids[0] >= P.VELOCITY_OFFSET and w.stop > s and (len(w.ids) == 400 or w.stop == len(ids))
+        count = np.zeros(128, dtype=int)
+        for i in w.ids.tolist():  # no off without a sounding note of its pitch
+            if P.NOTE_ON_OFFSET <= i < P.NOTE_OFF_OFFSET:
+                count[i - P.NOTE_ON_OFFSET] += 1
+            elif P.NOTE_OFF_OFFSET <= i < P.TIME_SHIFT_OFFSET:
+                assert count[i - P.NOTE_OFF_OFFSET] > 0
+                count[i - P.NOTE_OFF_OFFSET] -= 1
+        t0, t1 = int(step_after[s - 1]), int(step_after[w.stop - 1])
+        expected = {(p, max(a, t0) - t0, min(b, t1) - t0) for p, a, b in original if a < t1 and b > t0}
+        assert _steps(P.decode(w.ids)) == {n for n in expected if n[2] > n[1]}
+        checked += 1
+    assert checked >= 5
+
+
+def test_a_window_drops_offs_of_notes_it_never_struck_and_caps_its_context():
+    ids = np.array([P.VELOCITY_OFFSET + 20] + [P.NOTE_ON_OFFSET + p for p in range(60, 70)]
+                   + [P.TIME_SHIFT_OFFSET + 9] + [P.NOTE_OFF_OFFSET + p for p in range(60, 70)] + [P.EOS_ID])
+    w = P.complete_window(ids, 12, 8, max_context=4)  # ten notes sounding, room to restate three
+    assert w.context == 4 and w.ids[:4].tolist() == [P.VELOCITY_OFFSET + 20] + [P.NOTE_ON_OFFSET + p for p in (60, 61, 62)]
+    assert w.ids[4:].tolist() == [P.NOTE_OFF_OFFSET + p for p in (60, 61, 62)] + [P.EOS_ID]
+    assert w.stop == len(ids)
+    bare = P.complete_window(ids[12:], 0, 100)  # a stream that starts inside the notes: nothing to pair
+    assert bare.context == 0 and bare.ids.tolist() == [P.EOS_ID]

@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ambientgen.music.performance import complete_window
 from ambientgen.stages.train import TrainOptions, train
 from ambientgen.stages.train_data import WindowSampler, eval_windows
 from ambientgen.stages.train_state import METRIC_COLUMNS, lr_at
@@ -199,8 +200,19 @@ def test_sampler_windows_batches_and_state():
     assert max(lens) <= 65
     spread = [max(len(w) for w in b) - min(len(w) for w in b) for b in ahead]
     assert sum(spread) < 7 * 30  # similar lengths within a batch
-    ev = eval_windows(pieces, 65, 100)
-    assert sum(len(w) - 1 for w in ev) == sum(len(p) - 1 for p in pieces)  # every next-token target once
+
+
+def test_eval_windows_restate_sounding_notes_and_score_every_target_once(sample_midis):
+    import note_seq
+
+    from ambientgen.music.performance import encode
+
+    pieces = [encode(note_seq.midi_file_to_note_sequence(str(p))) for p in sample_midis[:3]]
+    ev = eval_windows(pieces, 65, 1000)
+    kept = [len(complete_window(p, 0, 10**6).ids) for p in pieces]
+    assert kept == [len(p) for p in pieces]  # an encoded score pairs every off
+    assert sum(len(w) - max(c, 1) for w, c in ev) == sum(n - 1 for n in kept)  # every next-token target once
+    assert any(c > 1 for _, c in ev)  # later windows restate the notes sounding at their start
 
 
 def test_gradient_accumulation_gives_the_full_batch_gradient(chorale_dataset):

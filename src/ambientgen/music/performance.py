@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -331,3 +331,66 @@ class SoundingNotes:
                 logits[overdue, NOTE_OFF_OFFSET + pitch[overdue]] = 0.0
                 self.forced[overdue.cpu()] += 1
         return logits
+
+
+
+class Window(NamedTuple):
+    """A training window that stands alone (``complete_window``)."""
+
+    ids: np.ndarray  # the window's ids: the state at its start, then the stream
+    context: int  # how many ids at its start restate the notes already sounding
+    stop: int  # the stream's index after the window's last id
+
+
+def _sounding_at(ids: np.ndarray, start: int) -> np.ndarray:
+    """Notes of each pitch sounding before ``ids[start]``, counted as ``decode`` pairs them (an unpaired off
+    ends nothing)."""
+    count = np.zeros(NUM_PITCHES, dtype=np.int64)
+    for raw in ids[:start]:
+        i = int(raw)
+        if NOTE_ON_OFFSET <= i < NOTE_OFF_OFFSET:
+            count[i - NOTE_ON_OFFSET] += 1
+        elif NOTE_OFF_OFFSET <= i < TIME_SHIFT_OFFSET and count[i - NOTE_OFF_OFFSET]:
+            count[i - NOTE_OFF_OFFSET] -= 1
+    return count
+
+
+def complete_window(ids: np.ndarray, start: int, length: int, max_context: int | None = None) -> Window:
+    """``ids`` from ``start`` as a training window of at most ``length`` ids that stands alone.
+
+    A crop of an event stream starts inside held notes: their NOTE_OFFs come with no NOTE_ON before them, and a
+    model trained on such crops learns that an off may name a pitch it never struck, so its generated offs miss
+    the sounding notes and those are held for ever. Here the window opens with the state at ``start`` (the last
+    VELOCITY, then a NOTE_ON for every note sounding: ``context`` ids, at most ``max_context``, default a quarter
+    of ``length``), and an off with no sounding note of its pitch is dropped, so every off in the window ends a
+    note struck in it.
+    """
+    ids = np.asarray(ids)
+    max_context = length // 4 if max_context is None else max_context
+    count = _sounding_at(ids, start)
+    out: list[int] = []
+    if count.any() and max_context > 1:
+        head = ids[:start]
+        vel = head[head >= VELOCITY_OFFSET]
+        if len(vel):
+            out.append(int(vel[-1]))
+        for pitch in np.flatnonzero(count):
+            n = min(int(count[pitch]), max_context - len(out))
+            out += [NOTE_ON_OFFSET + int(pitch)] * n
+            count[pitch] = n
+    else:
+        count[:] = 0
+    context, stop = len(out), start
+    for k in range(start, len(ids)):
+        if len(out) >= length:
+            break
+        i = int(ids[k])
+        if NOTE_ON_OFFSET <= i < NOTE_OFF_OFFSET:
+            count[i - NOTE_ON_OFFSET] += 1
+        elif NOTE_OFF_OFFSET <= i < TIME_SHIFT_OFFSET:
+            if count[i - NOTE_OFF_OFFSET] == 0:
+                continue
+            count[i - NOTE_OFF_OFFSET] -= 1
+        out.append(i)
+        stop = k + 1
+    return Window(np.asarray(out, dtype=ids.dtype), context, stop)

@@ -6,7 +6,8 @@ Three resumable steps in OUT/:
    a file converted once is not parsed again;
 2. ``dataset/``: the same data set builder and 390-token encoding as `make-dataset`, with score2perf stretch and
    transposition, works held out by a stable hash of their path (5% eval);
-3. ``model/``: `ambientgen train` from scratch, resumed from its last checkpoint when run again.
+3. ``model/``: `ambientgen train` from scratch (or, ``--warm-start``, from the shipped base's weights), resumed
+   from its last checkpoint when run again.
 
 ``--export DIR`` then writes the shipped form: fp16 model.safetensors, config.json, primers.json and TRAINING.md
 (data, config, steps, wall time, machine, the held-out NLL curve). The package's copy lives in
@@ -34,6 +35,7 @@ EXAMPLES = """
   ambientgen train-base runs/base --minutes 90              # run again later to continue
   ambientgen train-base runs/base --minutes 30 --threads 2
   ambientgen train-base runs/base --export src/ambientgen/assets/base-model
+  ambientgen train-base runs/base2 --warm-start --minutes 75   # improve the shipped base further
   ambientgen train-base /tmp/b --collections bach --minutes 2   # a quick look on one collection
 """
 log = logging.getLogger(__name__)
@@ -79,10 +81,42 @@ def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, lim
     return summary
 
 
+WARM_START_LR, WARM_START_STEPS = 3e-4, 2000  # the from-scratch schedule's rate near its step 2,000
+
+
+def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | None, lr: float | None):
+    """Options that continue from the shipped base: its weights (copied into OUT/init, so a later export does not
+    move a resumed run's starting point), a fresh optimizer, a short warm-up and a cosine decay over ``steps``.
+    The shipped model's own sessions open OUT/runs.json, so the record keeps the whole history."""
+    from ..models.base import resolve_init
+    from ..music import performance
+    from .train import TrainOptions
+
+    init = out / "init"
+    if not (init / "model.safetensors").is_file():
+        shipped = resolve_init("base", performance.VOCAB_SIZE, performance.PAD_ID, performance.EOS_ID)
+        if shipped is None:
+            raise StageError(None, "--warm-start needs the shipped base model, and this install has none")
+        shutil.copytree(shipped, init, dirs_exist_ok=True)
+        meta = json.loads((init / "config.json").read_text())
+        runs = meta.get("runs") or [{"started": "earlier", "seconds": meta.get("train_seconds", 0),
+                                     "to_step": meta.get("step", 0), "machine": "see the earlier record",
+                                     "tokens_per_s": 0, "schedule": "from scratch"}]
+        if not (out / RUNS_FILE).is_file():
+            write_json(out / RUNS_FILE, runs)
+    return TrainOptions(config=config, init=str(init), batch_size=batch_size or 16, steps=steps or WARM_START_STEPS,
+                        lr=lr or WARM_START_LR, warmup=50, schedule="cosine", eval_every=200, checkpoint_every=200,
+                        patience=0, replay=0.0, dropout=0.0, eval_windows=128)
+
+
 def train_base(out: str | Path, minutes: float | None = None, steps: int | None = None, config: str = BASE_CONFIG,
                jobs: int = 2, collections: tuple[str, ...] | None = None, limit: int | None = None,
-               batch_size: int | None = None, device: str = "auto"):
-    """Build (or reuse) the corpus data set and train (or resume) the base model in OUT/model."""
+               batch_size: int | None = None, device: str = "auto", warm_start: bool = False,
+               lr: float | None = None):
+    """Build (or reuse) the corpus data set and train (or resume) the base model in OUT/model: from scratch, or
+    (``warm_start``) from the shipped base's weights."""
+    from dataclasses import replace
+
     from .train import TrainOptions, train
 
     out = Path(out)
@@ -90,15 +124,21 @@ def train_base(out: str | Path, minutes: float | None = None, steps: int | None 
     build_dataset(out, jobs, collections, limit)
     model_dir = out / "model"
     resume = (model_dir / "checkpoints").is_dir() and any((model_dir / "checkpoints").glob("step-*"))
-    opts = TrainOptions(config=config, minutes=minutes, steps=steps, batch_size=batch_size, device=device,
-                        schedule="inverse-sqrt", dropout=0.0, eval_windows=128, resume=resume, init="scratch")
+    if warm_start or (out / "init" / "model.safetensors").is_file():
+        opts = _warm_start(out, config, batch_size, steps, lr)
+        schedule = f"warm start from the shipped base, cosine from {opts.lr:g} over {opts.steps:,} steps"
+    else:
+        opts = TrainOptions(config=config, steps=steps, batch_size=batch_size, lr=lr, schedule="inverse-sqrt",
+                            dropout=0.0, eval_windows=128, init="scratch")
+        schedule = "from scratch, inverse square root"
+    opts = replace(opts, minutes=minutes, device=device, resume=resume)
     t0 = time.monotonic()
     res = train(out / "dataset", model_dir, opts)
     runs_path = out / RUNS_FILE
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     runs.append({"started": time.strftime("%Y-%m-%d %H:%M", time.gmtime(time.time() - (time.monotonic() - t0))),
                  "seconds": round(time.monotonic() - t0, 1), "to_step": res.step, "machine": machine(),
-                 "tokens_per_s": round(res.tokens_per_s, 1)})
+                 "tokens_per_s": round(res.tokens_per_s, 1), "schedule": schedule})
     write_json(runs_path, runs)
     return res
 
@@ -132,7 +172,7 @@ def export_base(out: str | Path, dest: str | Path) -> Path:
         "model": meta["model"], "config_name": meta.get("config_name"), "step": meta.get("step"),
         "best_step": meta.get("best_step"), "tokens_seen": meta.get("tokens_seen"), "eval_nll": meta.get("eval_nll"),
         "eval_accuracy": meta.get("eval_accuracy"), "first_tokens": meta.get("first_tokens", {}),
-        "weights_dtype": "float16", "train_seconds": round(sum(r["seconds"] for r in runs), 1),
+        "weights_dtype": "float16", "train_seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs,
         "data": {"pieces": corpus["pieces"], "notes": corpus["notes"], "hours": corpus["hours"],
                  "train_tokens": sp["train"]["tokens"], "eval_tokens": sp["eval"]["tokens"]},
     }
@@ -200,14 +240,17 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
         "## Model and training", "",
         f"Config `{shipped['config_name']}`: {m['n_layer']} layers, d_model {m['d_model']}, {m['n_head']} heads, "
         f"d_ff {m['d_ff']}, context {m['max_len']} tokens, {m['attention']} attention; trained with dropout 0, "
-        "AdamW, inverse-square-root schedule (peak 1e-3 after 200 steps), batches of 16 windows of 512 tokens.",
-        f"Steps: {shipped['step']:,} ({shipped['tokens_seen']:,} tokens seen); shipped weights from step "
-        f"{shipped['best_step']} (lowest held-out NLL), stored as float16.",
+        "AdamW, batches of 16 windows of 512 tokens, each window opened with the notes sounding at its start "
+        "(`performance.complete_window`) since the second session; the schedule of each session is below.",
+        f"Steps: {shipped['step']:,} in the last session ({shipped['tokens_seen']:,} tokens seen); shipped weights "
+        f"from its step {shipped['best_step']} (lowest held-out NLL), stored as float16.",
         f"Wall time: {shipped['train_seconds'] / 60:.0f} minutes in {len(runs)} session(s).", "",
-        "| session started (UTC) | minutes | up to step | tokens/s | machine |", "|---|---:|---:|---:|---|",
+        "| session started (UTC) | minutes | up to step | tokens/s | machine | schedule |",
+        "|---|---:|---:|---:|---|---|",
     ]
     lines += [f"| {r['started']} | {r['seconds'] / 60:.1f} | {r['to_step']:,} | {r['tokens_per_s']:,.0f} | "
-              f"{r['machine']} |" for r in runs]
+              f"{r['machine']} | {r.get('schedule', 'from scratch, inverse square root, peak 1e-3 after 200 steps')} |"
+              for r in runs]
     lines += ["", "## Held-out NLL (nats per token)", "", "| step | train loss | eval NLL | eval accuracy |",
               "|---:|---:|---:|---:|"]
     lines += [f"| {r['step']} | {r.get('train_loss', '')} | {float(r['eval_nll']):.4f} | "
@@ -240,6 +283,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="convert at most N corpus files (a quick look)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--warm-start", action="store_true",
+                   help="start from the shipped base's weights (fresh optimizer, cosine decay from --lr over "
+                        f"--steps, defaults {WARM_START_LR:g} and {WARM_START_STEPS:,}) instead of from scratch")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="do not train: write OUTPUT_DIR's model in shipped form into DIR")
 
@@ -256,6 +303,6 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     colls = tuple(c.strip() for c in args.collections.split(",") if c.strip()) if args.collections else None
     res = train_base(args.output_dir, args.minutes, args.steps, args.config, args.jobs, colls, args.limit,
-                     args.batch_size, args.device)
+                     args.batch_size, args.device, args.warm_start, args.lr)
     print(f"{res.out_dir}: step {res.step}, eval NLL {res.eval_nll}, best step {res.best_step}")
     return 143 if res.interrupted else 0

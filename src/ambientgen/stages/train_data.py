@@ -7,6 +7,7 @@ import logging
 
 import numpy as np
 
+from ..music.performance import complete_window
 from .train_state import TrainOptions, autocast
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ class WindowSampler:
     """Random training windows, batched by similar length, reproducible from a JSON-serialisable state.
 
     Batches come in chunks of ``pool`` batches: a chunk draws pool*batch windows (piece chosen with
-    probability proportional to its length, start uniform), sorts them by length and cuts them into batches,
+    probability proportional to its length, start uniform, each opened with the notes sounding at its start:
+    ``performance.complete_window``), sorts them by length and cuts them into batches,
     which are visited in a shuffled order. The state is the RNG state at the chunk's start plus the index
     inside it, so a resumed run regenerates the same chunk and continues where it stopped.
     """
@@ -46,11 +48,8 @@ class WindowSampler:
         wins = []
         for i in which:
             p = self.pieces[i]
-            if len(p) <= self.window:
-                wins.append(p)
-            else:
-                s = int(self.rng.integers(0, len(p) - self.window + 1))
-                wins.append(p[s:s + self.window])
+            s = int(self.rng.integers(0, len(p) - self.window + 1)) if len(p) > self.window else 0
+            wins.append(complete_window(p, s, self.window).ids)
         wins.sort(key=len)
         batches = [wins[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         order = self.rng.permutation(len(batches))
@@ -115,22 +114,35 @@ def collate(windows: list[np.ndarray], pad_id: int):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def eval_windows(pieces: list[np.ndarray], window: int, limit: int) -> list[np.ndarray]:
-    """A fixed evaluation set: consecutive windows of each piece in turn, round-robin, up to ``limit``."""
-    per_piece = [[p[s:s + window] for s in range(0, max(1, len(p) - 1), window - 1) if len(p[s:s + window]) >= 2]
-                 for p in pieces]
-    out: list[np.ndarray] = []
+def eval_windows(pieces: list[np.ndarray], window: int, limit: int) -> list[tuple[np.ndarray, int]]:
+    """A fixed evaluation set: consecutive (window, context) pairs of each piece in turn, round-robin, up to
+    ``limit``. Each window opens with the notes sounding at its start (``complete_window``); those ``context``
+    ids are not scored, so every next-token target of a piece is scored once."""
+    per_piece = []
+    for p in pieces:
+        wins, s = [], 0
+        while s < len(p) - 1:
+            w = complete_window(p, s, window)
+            context = w.context + (s > 0)  # a later window repeats the last id of the one before
+            if len(w.ids) - context < 1 or w.stop <= s + 1:
+                break
+            wins.append((w.ids, context))
+            s = w.stop - 1
+        per_piece.append(wins)
+    out: list[tuple[np.ndarray, int]] = []
     depth = 0
     while len(out) < limit and any(depth < len(w) for w in per_piece):
         for w in per_piece:
             if depth < len(w) and len(out) < limit:
                 out.append(w[depth])
         depth += 1
-    return sorted(out, key=len)
+    return sorted(out, key=lambda wc: len(wc[0]))
 
 
-def evaluate(model, windows: list[np.ndarray], batch_size: int, device, amp_dtype=None) -> tuple[float, float]:
-    """(NLL per non-pad token, next-token accuracy) over the windows."""
+def evaluate(model, windows: list[tuple[np.ndarray, int]], batch_size: int, device,
+             amp_dtype=None) -> tuple[float, float]:
+    """(NLL per scored token, next-token accuracy) over (window, context) pairs: the targets after the first
+    ``context`` ids, padding excluded."""
     import torch
     import torch.nn.functional as F
 
@@ -141,12 +153,15 @@ def evaluate(model, windows: list[np.ndarray], batch_size: int, device, amp_dtyp
     pad = model.cfg.pad_id
     with torch.no_grad():
         for i in range(0, len(windows), batch_size):
-            x, y = collate(windows[i:i + batch_size], pad)
+            part = windows[i:i + batch_size]
+            x, y = collate([w for w, _ in part], pad)
             x, y = x.to(device), y.to(device)
+            scored = torch.arange(y.shape[1], device=device)[None, :] >= torch.tensor(
+                [max(c - 1, 0) for _, c in part], device=device)[:, None]
             with autocast(device, amp_dtype):
                 logits, _ = model(x)
             logits = logits.float()
-            mask = y != pad
+            mask = (y != pad) & scored
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
             total_nll += float(nll[mask.reshape(-1)].sum())
             total_ok += int(((logits.argmax(-1) == y) & mask).sum())
