@@ -94,9 +94,12 @@ def common_eval(model_dir: Path, ds: Path, window: int = 257) -> float:
     return nll
 
 
-VARIANTS = {  # name -> (init, rehearsal share, dropout; None: the fine-tuning default)
-    "scratch": ("scratch", None, None), "base": ("base", None, None), "base-noreplay": ("base", 0.0, None),
-    "base-dropout0": ("base", None, 0.0), "base-dropout0-noreplay": ("base", 0.0, 0.0),
+VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own defaults for that init
+    "scratch": {"init": "scratch"}, "base": {"init": "base"}, "base-noreplay": {"init": "base", "replay": 0.0},
+    "base-dropout0": {"init": "base", "dropout": 0.0}, "base-dropout0-noreplay": {"init": "base", "replay": 0.0,
+                                                                                  "dropout": 0.0},
+    "base-256": {"init": "base", "seq_len": 256}, "base-512": {"init": "base", "seq_len": 512},
+    "base-replay25": {"init": "base", "replay": 0.25},
 }
 
 
@@ -107,11 +110,11 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
     from ambientgen.stages.generate import GenerationRequest, generate
     from ambientgen.stages.train import TrainOptions, train
 
-    init, replay, dropout = VARIANTS[variant]
+    fields = VARIANTS[variant]
     if out.exists():
         shutil.rmtree(out)
     t = time.monotonic()
-    res = train(ds, out / "model", TrainOptions(init=init, minutes=minutes, replay=replay, dropout=dropout))
+    res = train(ds, out / "model", TrainOptions(minutes=minutes, **fields))
     train_s = time.monotonic() - t
     quality = {}
     for shipped in (False, True):
@@ -120,7 +123,7 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
         generate(out / "model", gen, defaults=req)
         quality[shipped] = evaluate_generation(gen, midi, ds)
     q = quality[False]
-    return {"init": init, "replay": replay, "dropout": dropout, "steps": res.step, "best_step": res.best_step, "train_s": round(train_s, 1),
+    return {**fields, "steps": res.step, "best_step": res.best_step, "train_s": round(train_s, 1),
             "eval_nll_common": round(common_eval(out / "model", ds), 4), "quality": q["generated"],
             "quality_default": quality[True]["generated"], "reference": q["reference"]}
 

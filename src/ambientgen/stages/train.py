@@ -22,14 +22,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from .. import env
 from ..music.performance import note_seconds
 from ..music.tfrecord_io import load_split
 from ..util import StageError, write_json
 from . import finetune
-from .train_data import MixedSampler, collate, eval_windows, evaluate, make_primers, make_sampler
+from .train_data import (
+    MixedSampler,
+    collate,
+    eval_windows,
+    evaluate,
+    first_tokens,
+    make_primers,
+    make_sampler,
+)
 from .train_state import (
     TRAIN_DEFAULTS,
     Checkpointer,
@@ -297,8 +303,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
             "eval_nll": nll, "eval_accuracy": acc, "complete": not stopped_early,
             "train_seconds": round(time.monotonic() - t_start, 1),
             "note_seconds": note_seconds(train_pieces),  # what the hold guard of generate goes by
-            "first_tokens": {str(k): int(v) for k, v in zip(*np.unique([int(p[0]) for p in train_pieces],
-                                                                         return_counts=True))}})
+            "first_tokens": first_tokens(train_pieces)})
         primer_src = [(f"eval:{i}", p) for i, p in enumerate(eval_pieces)]
         primer_src += [(f"train:{i}", p) for i, p in enumerate(train_pieces)]
         write_json(out_dir / "primers.json", {"seconds": opts.primer_seconds,

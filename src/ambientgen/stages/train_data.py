@@ -170,6 +170,13 @@ def evaluate(model, windows: list[tuple[np.ndarray, int]], batch_size: int, devi
     return total_nll / max(total_n, 1), total_ok / max(total_n, 1)
 
 
+def first_tokens(pieces: list[np.ndarray]) -> dict[str, int]:
+    """How often each id opens a training piece (as a window opens it: a later part of a long file does not
+    open with the offs of notes struck before it): what unprimed generation draws its first token from."""
+    firsts = [int(w.ids[0]) for w in (complete_window(p, 0, 2) for p in pieces) if len(w.ids)]
+    return {str(k): int(v) for k, v in zip(*np.unique(firsts, return_counts=True))} if firsts else {}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Primers
 
