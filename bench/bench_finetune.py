@@ -14,6 +14,7 @@ goals hold.
   .venv/bin/python bench/bench_finetune.py                      # 4 minutes per run, both data sets
   .venv/bin/python bench/bench_finetune.py --variants base,base-noreplay   # rehearsal against none
   .venv/bin/python bench/bench_finetune.py --minutes 2 --sets chorales --work runs/bench-ft
+  .venv/bin/python bench/bench_finetune.py --regenerate --work runs/bench-ft   # the same models, decoding changed
 """
 
 from __future__ import annotations
@@ -100,30 +101,38 @@ VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own 
                                                                                   "dropout": 0.0},
     "base-256": {"init": "base", "seq_len": 256}, "base-512": {"init": "base", "seq_len": 512},
     "base-replay25": {"init": "base", "replay": 0.25},
+    "base-256-lr6e-4": {"init": "base", "seq_len": 256, "lr": 6e-4},
+    "base-256-lr1e-3": {"init": "base", "seq_len": 256, "lr": 1e-3},
 }
 
 
-def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, pieces: int) -> dict:
-    """Train one variant, generate pieces as the model samples them (no note-off mask, no hold guard: the figures
-    the goals are judged on) and as `generate` does by default (the note-off mask), and score both."""
+def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, pieces: int,
+            trained: dict | None = None) -> dict:
+    """Train one variant (``trained``: the record of a model already trained in ``out``, only generated from
+    again), generate pieces as the model samples them (no note-off constraint, no hold guard: the figures the
+    goals are judged on) and as `generate` does by default (the note-off constraint), and score both."""
     from ambientgen.stages.evaluate_generation import evaluate_generation
     from ambientgen.stages.generate import GenerationRequest, generate
     from ambientgen.stages.train import TrainOptions, train
 
     fields = VARIANTS[variant]
-    if out.exists():
-        shutil.rmtree(out)
-    t = time.monotonic()
-    res = train(ds, out / "model", TrainOptions(minutes=minutes, **fields))
-    train_s = time.monotonic() - t
+    if trained:
+        steps, best_step, train_s = trained["steps"], trained["best_step"], trained["train_s"]
+    else:
+        if out.exists():
+            shutil.rmtree(out)
+        t = time.monotonic()
+        res = train(ds, out / "model", TrainOptions(minutes=minutes, **fields))
+        steps, best_step, train_s = res.step, res.best_step, time.monotonic() - t
     quality = {}
     for shipped in (False, True):
         req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1, note_off_mask=shipped)
         gen = out / ("gen-default" if shipped else "gen")
+        shutil.rmtree(gen, ignore_errors=True)
         generate(out / "model", gen, defaults=req)
         quality[shipped] = evaluate_generation(gen, midi, ds)
     q = quality[False]
-    return {**fields, "steps": res.step, "best_step": res.best_step, "train_s": round(train_s, 1),
+    return {**fields, "steps": steps, "best_step": best_step, "train_s": round(train_s, 1),
             "eval_nll_common": round(common_eval(out / "model", ds), 4), "quality": q["generated"],
             "quality_default": quality[True]["generated"], "reference": q["reference"]}
 
@@ -137,6 +146,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default="scratch,base,base-noreplay",
                     help=f"what to train: {', '.join(VARIANTS)} (base: with the shipped rehearsal windows)")
+    ap.add_argument("--regenerate", action="store_true",
+                    help="do not train: generate again from the models of --work's results.json and score them")
     args = ap.parse_args()
     import os
 
@@ -145,10 +156,12 @@ def main() -> None:
     os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
     torch.set_num_threads(args.threads)
     work = Path(args.work)
+    before = json.loads((work / "results.json").read_text()) if args.regenerate else {}
     results = {}
     for name in args.sets.split(","):
         midi, ds = prepare(name, work)
-        results[name] = {v: run_one(ds, midi, work / name / v, v, args.minutes, args.pieces)
+        results[name] = {v: run_one(ds, midi, work / name / v, v, args.minutes, args.pieces,
+                                    before.get(name, {}).get(v) if args.regenerate else None)
                          for v in args.variants.split(",")}
     (work / "results.json").write_text(json.dumps(results, indent=1))
     cols = ("eval_nll_common", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "stuck_rate",

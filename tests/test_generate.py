@@ -157,7 +157,19 @@ def test_note_off_mask_spends_offs_only_on_sounding_notes(model_dir):
     notes = perf.SoundingNotes(torch.tensor([[on + 60, on + 64, off + 60, off + 70]]))
     assert notes.count[0, 60] == 0 and notes.count[0, 64] == 1 and int(notes.count.sum()) == 1
     logits = notes.ban(torch.zeros(1, perf.VOCAB_SIZE))
-    assert torch.isinf(logits[0, off + 60]) and logits[0, off + 64] == 0 and logits[0, on + 60] == 0
+    assert torch.isinf(logits[0, off + 60]) and logits[0, on + 60] == 0
+    # the probability of an off stays what the model gave all 128 offs, now all on the one sounding note
+    before, after = torch.softmax(torch.zeros(1, perf.VOCAB_SIZE), -1), torch.softmax(logits, -1)
+    assert torch.isclose(after[0, off:perf.TIME_SHIFT_OFFSET].sum(), before[0, off:perf.TIME_SHIFT_OFFSET].sum())
+    assert torch.isclose(after[0, off + 64], before[0, off:perf.TIME_SHIFT_OFFSET].sum())
+    assert torch.isclose(after[0, on + 60], before[0, on + 60])  # other events keep their probability
+    rows = torch.randn(3, perf.VOCAB_SIZE)
+    two = perf.SoundingNotes(torch.tensor([[on + 60, on + 67]] * 3))
+    got = torch.softmax(two.ban(rows), -1)
+    ratio = (got[:, off + 60] / got[:, off + 67]) / (rows[:, off + 60] - rows[:, off + 67]).exp()
+    assert torch.allclose(ratio, torch.ones(3), atol=1e-5)  # shared as the model ranks the sounding notes
+    silent = perf.SoundingNotes(torch.tensor([[perf.VELOCITY_OFFSET + 3]]))
+    assert torch.isinf(silent.ban(torch.zeros(1, perf.VOCAB_SIZE))[0, off:perf.TIME_SHIFT_OFFSET]).all()
 
     def orphans(rows) -> int:
         n = 0

@@ -262,7 +262,10 @@ class SoundingNotes:
     """The notes sounding in each row of a batch being generated: a constraint for ``generate_tokens``.
 
     * A NOTE_OFF may only end a note that is sounding: an off for a silent pitch means nothing (decoding drops
-      it), and a model that spends its offs there leaves the sounding notes held.
+      it), and a model that spends its offs there leaves the sounding notes held. The model's probability of an
+      off at this point is kept and shared among the sounding notes as the model ranks them: the model still
+      decides when a note ends, the constraint only which one it can be. (Masking the silent offs alone hands
+      their probability to every other event, mostly to time shifts and new notes, so notes are held longer.)
     * With ``max_hold_steps`` (the hold guard), no note sounds longer than that: a time shift that would carry
       one past it is ruled out, and at the limit the row's next token is forced to be that note's NOTE_OFF, so
       the model sees the note end in its own context.
@@ -309,13 +312,22 @@ class SoundingNotes:
         self.count[t == PAD_ID] = 0  # a finished row (PAD after its EOS) holds nothing more
 
     def ban(self, logits: Any) -> Any:
-        """(B, V) logits with the offs of silent pitches at -inf; a row with an overdue note gets only its off."""
+        """(B, V) logits with the offs of silent pitches at -inf and the off probability moved onto the sounding
+        notes; a row with an overdue note gets only its off."""
+        import torch
+
         logits = logits.clone()
         ons = logits[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET]
         logits[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET] = ons.masked_fill(self.count >= self.DEPTH, float("-inf"))
         if self.mask_offs:
             offs = logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET]
-            logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET] = offs.masked_fill(self.count == 0, float("-inf"))
+            sounding = offs.masked_fill(self.count == 0, float("-inf"))
+            # the model's probability of ending a note now is kept; only which note it names is restricted to
+            # the sounding ones, in the proportions the model gives them (nothing sounding: no off at all)
+            total = torch.logsumexp(offs.float(), 1, keepdim=True)
+            kept = torch.logsumexp(sounding.float(), 1, keepdim=True)
+            lift = torch.where(torch.isfinite(kept), total - kept, torch.zeros_like(kept)).to(offs.dtype)
+            logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET] = sounding + lift
         if self.max_hold is not None:
             held = (self.now[:, None] - self.onset[:, :, 0]).masked_fill(self.count == 0, -1)
             longest, pitch = held.max(dim=1)
@@ -331,7 +343,6 @@ class SoundingNotes:
                 logits[overdue, NOTE_OFF_OFFSET + pitch[overdue]] = 0.0
                 self.forced[overdue.cpu()] += 1
         return logits
-
 
 
 class Window(NamedTuple):

@@ -350,8 +350,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the hold guard's limit in seconds (default: from the model's config.json)")
     p.add_argument("--no-note-off-mask", action="store_true",
                    help="let the model end notes that are not sounding (by default a note-off may only end a "
-                        "sounding note: an off for a silent pitch means nothing, and spending offs there leaves "
-                        "sounding notes held)")
+                        "sounding note, and the off's probability goes to the sounding notes: an off for a silent "
+                        "pitch means nothing, and spending offs there leaves sounding notes held)")
 
 
 def main(args: argparse.Namespace) -> int:
