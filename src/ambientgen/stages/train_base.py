@@ -241,7 +241,8 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
         f"Config `{shipped['config_name']}`: {m['n_layer']} layers, d_model {m['d_model']}, {m['n_head']} heads, "
         f"d_ff {m['d_ff']}, context {m['max_len']} tokens, {m['attention']} attention; trained with dropout 0, "
         "AdamW, batches of 16 windows of 512 tokens, each window opened with the notes sounding at its start "
-        "(`performance.complete_window`) since the second session; the schedule of each session is below.",
+        "(`performance.complete_window`; sessions before 2026-12-02 cut windows anywhere); the schedule of each "
+        "session is below.",
         f"Steps: {shipped['step']:,} in the last session ({shipped['tokens_seen']:,} tokens seen); shipped weights "
         f"from its step {shipped['best_step']} (lowest held-out NLL), stored as float16.",
         f"Wall time: {shipped['train_seconds'] / 60:.0f} minutes in {len(runs)} session(s).", "",
