@@ -173,4 +173,5 @@ def test_primers_and_render_use_the_midi_limits(model_dir, tmp_path, caplog):
     res = render(src, tmp_path / "rendered", RenderOptions(formats=("wav",), pianoroll=False, preset="original"))
     assert "long.mid" in res.failed and "h" in res.failed["long.mid"]
     assert set(res.done) == {"ok-0.mid"} or res.skipped.get("ok-0.mid") == "no notes"
-    assert not any("long" in p.name for p in (tmp_path / "rendered").iterdir())
+    rendered = tmp_path / "rendered"  # absent when the 8-token piece had no notes to render
+    assert not rendered.exists() or not any("long" in p.name for p in rendered.iterdir())
