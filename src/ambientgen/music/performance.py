@@ -353,19 +353,6 @@ class Window(NamedTuple):
     stop: int  # the stream's index after the window's last id
 
 
-def _sounding_at(ids: np.ndarray, start: int) -> np.ndarray:
-    """Notes of each pitch sounding before ``ids[start]``, counted as ``decode`` pairs them (an unpaired off
-    ends nothing)."""
-    count = np.zeros(NUM_PITCHES, dtype=np.int64)
-    for raw in ids[:start]:
-        i = int(raw)
-        if NOTE_ON_OFFSET <= i < NOTE_OFF_OFFSET:
-            count[i - NOTE_ON_OFFSET] += 1
-        elif NOTE_OFF_OFFSET <= i < TIME_SHIFT_OFFSET and count[i - NOTE_OFF_OFFSET]:
-            count[i - NOTE_OFF_OFFSET] -= 1
-    return count
-
-
 def complete_window(ids: np.ndarray, start: int, length: int, max_context: int | None = None) -> Window:
     """``ids`` from ``start`` as a training window of at most ``length`` ids that stands alone.
 
@@ -378,7 +365,9 @@ def complete_window(ids: np.ndarray, start: int, length: int, max_context: int |
     """
     ids = np.asarray(ids)
     max_context = length // 4 if max_context is None else max_context
-    count = _sounding_at(ids, start)
+    count = np.zeros(NUM_PITCHES, dtype=np.int64)
+    for pitch, queue in _note_spans(ids[:start])[1].items():  # sounding at start, paired as decode pairs them
+        count[pitch] = len(queue)
     out: list[int] = []
     if count.any() and max_context > 1:
         head = ids[:start]
