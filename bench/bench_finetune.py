@@ -110,7 +110,8 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
             trained: dict | None = None) -> dict:
     """Train one variant (``trained``: the record of a model already trained in ``out``, only generated from
     again), generate pieces as the model samples them (no note-off constraint, no hold guard: the figures the
-    goals are judged on) and as `generate` does by default (the note-off constraint), and score both."""
+    goals are judged on) as `generate` does by default (the note-off rule, stray offs to the notes sounding longest) and with round
+    three's rule (stray offs shared as the model ranks the sounding notes), and score all three."""
     from ambientgen.stages.evaluate_generation import evaluate_generation
     from ambientgen.stages.generate import GenerationRequest, generate
     from ambientgen.stages.train import TrainOptions, train
@@ -125,16 +126,19 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
         res = train(ds, out / "model", TrainOptions(minutes=minutes, **fields))
         steps, best_step, train_s = res.step, res.best_step, time.monotonic() - t
     quality = {}
-    for shipped in (False, True):
-        req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1, note_off_mask=shipped)
-        gen = out / ("gen-default" if shipped else "gen")
+    decodings = {"gen": {"note_off_mask": False}, "gen-default": {},
+                 "gen-share-model": {"note_off_share": "model"}}  # round three's note-off rule
+    for folder, decoding in decodings.items():
+        req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1, **decoding)
+        gen = out / folder
         shutil.rmtree(gen, ignore_errors=True)
         generate(out / "model", gen, defaults=req)
-        quality[shipped] = evaluate_generation(gen, midi, ds)
-    q = quality[False]
+        quality[folder] = evaluate_generation(gen, midi, ds)
+    q = quality["gen"]
     return {**fields, "steps": steps, "best_step": best_step, "train_s": round(train_s, 1),
             "eval_nll_common": round(common_eval(out / "model", ds), 4), "quality": q["generated"],
-            "quality_default": quality[True]["generated"], "reference": q["reference"]}
+            "quality_default": quality["gen-default"]["generated"],
+            "quality_share_model": quality["gen-share-model"]["generated"], "reference": q["reference"]}
 
 
 def main() -> None:
@@ -171,10 +175,12 @@ def main() -> None:
         print(f"\n== {name}: {args.minutes:g} min each, {args.pieces} pieces of 30 s")
         names = list(r)
         shipped = r.get("base") or r[names[-1]]  # the last column: base (or the last variant) as generate's defaults
-        print(f"{'measure':<22}" + "".join(f"{v:>15}" for v in names) + f"{'+mask':>15}{'reference':>11}")
+        print(f"{'measure':<22}" + "".join(f"{v:>15}" for v in names) + f"{'+rule':>15}{'+rule(model)':>15}"
+              f"{'reference':>11}")
         for c in cols:
             vals = [r[i]["eval_nll_common"] if c == "eval_nll_common" else r[i]["quality"].get(c) for i in names]
-            vals.append(None if c == "eval_nll_common" else shipped["quality_default"].get(c))
+            for key in ("quality_default", "quality_share_model"):
+                vals.append(None if c == "eval_nll_common" else shipped.get(key, {}).get(c))
             refv = ref.get("interval_overlap_halves") if c == "interval_overlap_set" else ref.get(c, "")
             print(f"{c:<22}" + "".join(f"{v:>15.4g}" if isinstance(v, int | float) else f"{'-':>15}" for v in vals)
                   + (f"{refv:>11.4g}" if isinstance(refv, int | float) else f"{'':>11}"))

@@ -154,7 +154,7 @@ def test_note_off_mask_spends_offs_only_on_sounding_notes(model_dir):
     from ambientgen.models.weights import load_model_dir
 
     on, off = perf.NOTE_ON_OFFSET, perf.NOTE_OFF_OFFSET
-    notes = perf.SoundingNotes(torch.tensor([[on + 60, on + 64, off + 60, off + 70]]))
+    notes = perf.SoundingNotes(torch.tensor([[on + 60, on + 64, perf.TIME_SHIFT_OFFSET + 9, off + 60, off + 70]]))
     assert notes.count[0, 60] == 0 and notes.count[0, 64] == 1 and int(notes.count.sum()) == 1
     logits = notes.ban(torch.zeros(1, perf.VOCAB_SIZE))
     assert torch.isinf(logits[0, off + 60]) and logits[0, on + 60] == 0
@@ -164,10 +164,23 @@ def test_note_off_mask_spends_offs_only_on_sounding_notes(model_dir):
     assert torch.isclose(after[0, off + 64], before[0, off:perf.TIME_SHIFT_OFFSET].sum())
     assert torch.isclose(after[0, on + 60], before[0, on + 60])  # other events keep their probability
     rows = torch.randn(3, perf.VOCAB_SIZE)
-    two = perf.SoundingNotes(torch.tensor([[on + 60, on + 67]] * 3))
+    two = perf.SoundingNotes(torch.tensor([[on + 60, on + 67]] * 3), off_share="model")
     got = torch.softmax(two.ban(rows), -1)
     ratio = (got[:, off + 60] / got[:, off + 67]) / (rows[:, off + 60] - rows[:, off + 67]).exp()
     assert torch.allclose(ratio, torch.ones(3), atol=1e-5)  # shared as the model ranks the sounding notes
+    # "held" (the default): each sounding note keeps its own off, the silent pitches' share goes 3:1 to the note
+    # that has sounded 3 times as long, none to a note struck just now
+    shift = perf.TIME_SHIFT_OFFSET
+    aged = perf.SoundingNotes(torch.tensor([[on + 60, shift + 19, on + 67, shift + 9, on + 72]] * 3))
+    got, p = torch.softmax(aged.ban(rows), -1), torch.softmax(rows, -1)
+    stray = p[:, off:shift].sum(1) - p[:, [off + 60, off + 67, off + 72]].sum(1)
+    assert torch.allclose(got[:, off:shift].sum(1), p[:, off:shift].sum(1), atol=1e-6)
+    assert torch.allclose(got[:, off + 60], p[:, off + 60] + 0.75 * stray, atol=1e-6)
+    assert torch.allclose(got[:, off + 67], p[:, off + 67] + 0.25 * stray, atol=1e-6)
+    assert torch.allclose(got[:, off + 72], p[:, off + 72], atol=1e-6)
+    fresh = perf.SoundingNotes(torch.tensor([[on + 60, on + 64]]))  # a chord just struck gets no stray offs
+    got, p = torch.softmax(fresh.ban(rows[:1]), -1), torch.softmax(rows[:1], -1)
+    assert torch.allclose(got[0, [off + 60, off + 64]] / p[0, [off + 60, off + 64]], (got[0, on] / p[0, on]).expand(2))
     silent = perf.SoundingNotes(torch.tensor([[perf.VELOCITY_OFFSET + 3]]))
     assert torch.isinf(silent.ban(torch.zeros(1, perf.VOCAB_SIZE))[0, off:perf.TIME_SHIFT_OFFSET]).all()
 

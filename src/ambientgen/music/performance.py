@@ -263,9 +263,12 @@ class SoundingNotes:
 
     * A NOTE_OFF may only end a note that is sounding: an off for a silent pitch means nothing (decoding drops
       it), and a model that spends its offs there leaves the sounding notes held. The model's probability of an
-      off at this point is kept and shared among the sounding notes as the model ranks them: the model still
-      decides when a note ends, the constraint only which one it can be. (Masking the silent offs alone hands
-      their probability to every other event, mostly to time shifts and new notes, so notes are held longer.)
+      off at this point is kept: the model still decides when a note ends, the constraint only which one it can
+      be. (Masking the silent offs alone hands their probability to every other event, mostly to time shifts and
+      new notes, so notes are held longer.) Each sounding note keeps the probability the model gives its own
+      off; what the model gave silent pitches goes, with ``off_share="held"``, to the sounding notes in
+      proportion to how long each has sounded, so a note just struck gets none of it (no blips) and the note
+      held longest the most; ``off_share="model"`` shares all of it as the model ranks the sounding notes.
     * With ``max_hold_steps`` (the hold guard), no note sounds longer than that: a time shift that would carry
       one past it is ruled out, and at the limit the row's next token is forced to be that note's NOTE_OFF, so
       the model sees the note end in its own context.
@@ -275,8 +278,14 @@ class SoundingNotes:
 
     DEPTH = 8  # sounding notes of one pitch at once (a ninth strike of a sounding pitch is ruled out)
 
-    def __init__(self, prompt: Any, max_hold_steps: int | None = None, mask_offs: bool = True):
+    OFF_SHARES = ("held", "model")
+
+    def __init__(self, prompt: Any, max_hold_steps: int | None = None, mask_offs: bool = True,
+                 off_share: str = "held"):
         import torch
+
+        if off_share not in self.OFF_SHARES:
+            raise ValueError(f"off_share must be one of {', '.join(self.OFF_SHARES)}, not {off_share!r}")
 
         B = prompt.shape[0]
         self.count = torch.zeros(B, NUM_PITCHES, dtype=torch.int64, device=prompt.device)
@@ -285,6 +294,7 @@ class SoundingNotes:
         self.now = torch.zeros(B, dtype=torch.int64, device=prompt.device)
         self.max_hold = max_hold_steps
         self.mask_offs = mask_offs  # False: the hold guard alone
+        self.off_share = off_share
         self.forced = torch.zeros(B, dtype=torch.int64)  # offs the hold guard forced, per row
         for col in prompt.T:
             self.push(col[:, None])
@@ -314,20 +324,12 @@ class SoundingNotes:
     def ban(self, logits: Any) -> Any:
         """(B, V) logits with the offs of silent pitches at -inf and the off probability moved onto the sounding
         notes; a row with an overdue note gets only its off."""
-        import torch
-
         logits = logits.clone()
         ons = logits[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET]
         logits[:, NOTE_ON_OFFSET:NOTE_OFF_OFFSET] = ons.masked_fill(self.count >= self.DEPTH, float("-inf"))
         if self.mask_offs:
-            offs = logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET]
-            sounding = offs.masked_fill(self.count == 0, float("-inf"))
-            # the model's probability of ending a note now is kept; only which note it names is restricted to
-            # the sounding ones, in the proportions the model gives them (nothing sounding: no off at all)
-            total = torch.logsumexp(offs.float(), 1, keepdim=True)
-            kept = torch.logsumexp(sounding.float(), 1, keepdim=True)
-            lift = torch.where(torch.isfinite(kept), total - kept, torch.zeros_like(kept)).to(offs.dtype)
-            logits[:, NOTE_OFF_OFFSET:TIME_SHIFT_OFFSET] = sounding + lift
+            offs = slice(NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET)
+            logits[:, offs] = self._share_offs(logits[:, offs])
         if self.max_hold is not None:
             held = (self.now[:, None] - self.onset[:, :, 0]).masked_fill(self.count == 0, -1)
             longest, pitch = held.max(dim=1)
@@ -343,6 +345,25 @@ class SoundingNotes:
                 logits[overdue, NOTE_OFF_OFFSET + pitch[overdue]] = 0.0
                 self.forced[overdue.cpu()] += 1
         return logits
+
+
+    def _share_offs(self, offs: Any) -> Any:
+        """(B, 128) off logits restricted to the sounding notes, with the model's total off probability kept
+        (nothing sounding: no off at all)."""
+        import torch
+
+        x = offs.float()
+        sounding = x.masked_fill(self.count == 0, float("-inf"))
+        total = torch.logsumexp(x, 1, keepdim=True)
+        kept = torch.logsumexp(sounding, 1, keepdim=True)
+        if self.off_share == "model":
+            lift = torch.where(torch.isfinite(kept), total - kept, torch.zeros_like(kept))
+            return (sounding + lift).to(offs.dtype)
+        # the silent pitches' share, log(e^total - e^kept), goes to the sounding notes by how long each has sounded
+        stray = total + torch.log1p(-torch.exp(kept - total).clamp(max=1.0))
+        held = (self.now[:, None] - self.onset[:, :, 0]).masked_fill(self.count == 0, 0).clamp(min=0).float()
+        weight = torch.log(held / held.sum(1, keepdim=True).clamp(min=1.0))
+        return torch.logaddexp(sounding, stray + weight).to(offs.dtype)
 
 
 class Window(NamedTuple):

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..music.performance import SoundingNotes
 from ..pfs import refused
 from ..util import StageError
 
@@ -42,6 +43,7 @@ class GenerationRequest:
     include_primer: bool = True
     program: int = 0
     note_off_mask: bool = True  # a note-off may only end a sounding note (music.performance.SoundingNotes)
+    note_off_share: str = "held"  # where offs aimed at silent pitches go: "held" (longest-sounding), "model"
     hold_guard: bool = False  # end a note held far longer than the training music's notes (off: see RESULTS)
     max_hold_seconds: float | None = None  # the guard's limit (default: twice the training notes' 99th percentile)
     # how the render stage plays the pieces (it reads them from the sidecar; its own options win)
@@ -75,6 +77,9 @@ class GenerationRequest:
         for key in ("include_primer", "note_off_mask", "hold_guard"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(f"{key} must be true or false, not {getattr(self, key)!r}"[:200])
+        if self.note_off_share not in SoundingNotes.OFF_SHARES:
+            raise bad(f"note_off_share must be one of {', '.join(SoundingNotes.OFF_SHARES)}, "
+                      f"not {self.note_off_share!r}"[:200])
         if not 1 <= self.num_samples <= MAX_SAMPLES:
             raise bad(f"num_samples must be between 1 and {MAX_SAMPLES} (got {self.num_samples})")
         if not self.temperature > 0:

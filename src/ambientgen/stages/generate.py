@@ -25,6 +25,8 @@ primer_seconds     -           use only the first seconds of the primer
 include_primer     true        the output .mid starts with the primer
 program            0           General MIDI program of the output notes
 note_off_mask      true        a note-off may only end a sounding note (false: sample the model as it is)
+note_off_share     held        offs the model aims at silent pitches go to the notes sounding longest
+                               ("model": as the model ranks the sounding notes)
 hold_guard         false       end a note held far longer than the training music's notes ...
 max_hold_seconds   -           ... longer than this (default: twice their 99th percentile, from config.json)
 preset             -           render preset for these pieces (``ambientgen render --help``)
@@ -45,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ..music.midi_io import MidiLimits
+from ..music.performance import SoundingNotes
 from ..util import StageError, atomic_path, iter_files, write_json
 from .gen_request import MAX_SECONDS, GenerationRequest, parse_request_file
 
@@ -223,7 +226,7 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
     t0 = time.perf_counter()
     limit = hold_limit(req, meta)
     steps = int(round(limit * perf.STEPS_PER_SECOND)) if limit else None
-    constraint = perf.SoundingNotes(prompt, steps, req.note_off_mask) if (req.note_off_mask or steps) else None
+    constraint = perf.SoundingNotes(prompt, steps, req.note_off_mask, req.note_off_share) if (req.note_off_mask or steps) else None
     seq = generate_tokens(model, prompt, max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                           seed=req.seed, use_cache=use_cache, should_stop=should_stop, constraint=constraint)
     elapsed = time.perf_counter() - t0
@@ -352,6 +355,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="let the model end notes that are not sounding (by default a note-off may only end a "
                         "sounding note, and the off's probability goes to the sounding notes: an off for a silent "
                         "pitch means nothing, and spending offs there leaves sounding notes held)")
+    p.add_argument("--note-off-share", choices=SoundingNotes.OFF_SHARES, default="held",
+                   help="where the probability of offs the model aims at silent pitches goes: 'held' (default), "
+                        "to the sounding notes by how long each has sounded, so a note just struck is not cut "
+                        "short; 'model', as the model ranks the sounding notes")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -363,6 +370,7 @@ def main(args: argparse.Namespace) -> int:
         tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         primer_midi=args.primer_midi, primer_piece=piece, primer_seconds=args.primer_seconds,
         include_primer=not args.no_primer_in_output, program=args.program, note_off_mask=not args.no_note_off_mask,
+        note_off_share=args.note_off_share,
         hold_guard=args.hold_guard or args.max_hold_seconds is not None, max_hold_seconds=args.max_hold_seconds)
     res = generate(args.model_dir, args.output_dir, args.config_dir, defaults, args.device, not args.no_cache)
     for path in res["written"]:
