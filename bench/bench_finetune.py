@@ -110,8 +110,8 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
             trained: dict | None = None) -> dict:
     """Train one variant (``trained``: the record of a model already trained in ``out``, only generated from
     again), generate pieces as the model samples them (no note-off constraint, no hold guard: the figures the
-    goals are judged on) as `generate` does by default (the note-off rule, stray offs to the notes sounding longest) and with round
-    three's rule (stray offs shared as the model ranks the sounding notes), and score all three."""
+    goals are judged on), as `generate` does by default (the note-off rule, stray offs to the notes sounding
+    longest) and with round three's rule (stray offs shared as the model ranks the sounding notes); score all."""
     from ambientgen.stages.evaluate_generation import evaluate_generation
     from ambientgen.stages.generate import GenerationRequest, generate
     from ambientgen.stages.train import TrainOptions, train
