@@ -103,10 +103,6 @@ VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own 
     "base-replay25": {"init": "base", "replay": 0.25},
     "base-256-lr6e-4": {"init": "base", "seq_len": 256, "lr": 6e-4},
     "base-256-lr1e-3": {"init": "base", "seq_len": 256, "lr": 1e-3},
-    # the learning rate by steps only (before the schedule followed the --minutes budget)
-    "scratch-bysteps": {"init": "scratch", "fit_schedule_to_minutes": False},
-    "base-bysteps": {"init": "base", "fit_schedule_to_minutes": False},
-    "base-lr1e-3": {"init": "base", "lr": 1e-3},
 }
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from ambientgen.music.performance import complete_window
 from ambientgen.stages.train import TrainOptions, train
 from ambientgen.stages.train_data import WindowSampler, eval_windows
-from ambientgen.stages.train_state import METRIC_COLUMNS, lr_at, time_progress
+from ambientgen.stages.train_state import METRIC_COLUMNS, lr_at
 from ambientgen.util import StageError
 
 FAST = dict(config="tiny", seq_len=64, batch_size=4, eval_windows=8, log_every=2, warmup=3, primer_seconds=4.0)
@@ -182,22 +182,6 @@ def test_schedule_warmup_and_decay():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] >= 1e-4 * 0.99
     inv = TrainOptions(config="tiny", steps=100, lr=1e-3, warmup=10, schedule="inverse-sqrt").resolved()
     assert lr_at(39, inv) == pytest.approx(1e-3 * math.sqrt(10 / 40))
-
-
-def test_schedule_with_a_wall_clock_budget_ends_at_its_floor_by_the_deadline():
-    """A 4-minute run that gets 70 of its 800 steps still decays: the cosine follows time when time is further."""
-    o = TrainOptions(config="tiny", steps=800, lr=1e-3, warmup=10, minutes=4).resolved()
-    assert time_progress(0.0, 0.0, o) == 0 and time_progress(0.0, 120.0, o) == pytest.approx(0.5)
-    assert time_progress(0.0, 600.0, o) == 1.0
-    assert time_progress(0.5, 120.0, o) == pytest.approx(0.75)  # a resumed run goes on from where it stood
-    assert lr_at(70, o, time_progress(0.0, 240.0, o)) == pytest.approx(1e-4)  # the floor (min_lr_ratio 0.1)
-    assert lr_at(70, o, time_progress(0.0, 120.0, o)) == pytest.approx(1e-4 + 0.5 * 9e-4 * (1 + math.cos(math.pi / 2)))
-    assert lr_at(700, o, 0.1) == lr_at(700, o)  # steps further on than time: steps lead
-    assert lr_at(5, o, 1.0) == lr_at(5, o, 0.0)  # warm-up is by steps
-    untimed = TrainOptions(config="tiny", steps=800, lr=1e-3, warmup=10, minutes=4,
-                           fit_schedule_to_minutes=False).resolved()
-    assert time_progress(0.0, 240.0, untimed) == 0.0
-    assert time_progress(0.0, 240.0, TrainOptions(config="tiny", steps=800).resolved()) == 0.0
 
 
 def test_sampler_windows_batches_and_state():

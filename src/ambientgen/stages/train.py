@@ -46,7 +46,6 @@ from .train_state import (
     lr_at,
     make_optimizer,
     read_metrics,
-    time_progress,
     write_metrics,
 )
 
@@ -186,14 +185,12 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
              model.num_params() / 1e6, device, ", bf16" if amp_dtype else "", ", compiled" if use_compile else "")
 
     step, tokens_seen, lr_scale, rollbacks, resumed_from = 0, 0, 1.0, 0, None
-    progress0, t_start = 0.0, time.monotonic()  # the wall-clock schedule's start (train_state.time_progress)
     best = finetune.Best(out_dir)
     metrics_path = out_dir / "metrics.csv"
     if opts.resume and ckpt.list():
         latest = ckpt.list()[-1]
         info = ckpt.load(latest, model, opt)
         step, tokens_seen, lr_scale = info["step"], info["tokens_seen"], info.get("lr_scale", 1.0)
-        progress0 = info.get("time_progress", 0.0)
         best.set_state(info.get("best"))
         sampler.set_state(info["sampler"])
         resumed_from = step
@@ -204,8 +201,6 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
     def save_ckpt() -> Path:
         write_metrics(metrics_path, rows)
         return ckpt.save(step, model, opt, {"tokens_seen": tokens_seen, "lr_scale": lr_scale,
-                                            "time_progress": time_progress(progress0, time.monotonic() - t_start,
-                                                                           opts),
                                             "sampler": sampler.state(), "config": opts.config,
                                             "best": best.state(),
                                             "model": cfg.to_dict(), "options": asdict(opts)})
@@ -238,7 +233,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
                 break
             if fault_hook:
                 fault_hook(step, model)
-            lr = lr_at(step, opts, time_progress(progress0, time.monotonic() - t_start, opts)) * lr_scale
+            lr = lr_at(step, opts) * lr_scale
             for g in opt.param_groups:
                 g["lr"] = lr
             micro = [collate(sampler.next(), cfg.pad_id) for _ in range(opts.grad_accum)]
@@ -335,8 +330,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model size (default auto: the --init model's shape; from scratch small on a GPU, tiny "
                         "on a CPU)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (also the schedule's length)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (checkpointed); the "
-                   "cosine learning rate then reaches its floor by the deadline even if --steps are not done")
+    p.add_argument("--minutes", type=float, default=None, help="stop after this many minutes (checkpointed)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per micro-batch")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")

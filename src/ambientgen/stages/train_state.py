@@ -43,7 +43,6 @@ class TrainOptions:
     min_lr_ratio: float = 0.1
     warmup: int | None = None
     schedule: str = "cosine"  # or "inverse-sqrt"
-    fit_schedule_to_minutes: bool = True  # with minutes: the cosine also reaches its floor at the deadline
     weight_decay: float = 0.01
     clip: float = 1.0
     eval_every: int | None = None
@@ -140,28 +139,16 @@ def autocast(device, amp_dtype):
 # Schedule, optimizer and checkpoints
 
 
-def lr_at(step: int, opts: TrainOptions, time_progress: float = 0.0) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine or inverse-sqrt.
-
-    ``time_progress`` (0..1, see time_progress) is how far a run with a wall-clock budget has come: the cosine
-    follows whichever of steps and time is further on, so a run that stops at its deadline long before its step
-    count (fine-tuning for 4 minutes on a laptop) still ends at the low learning rate that consolidates it."""
+def lr_at(step: int, opts: TrainOptions) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warm-up, then cosine or inverse-sqrt."""
     base, warm = opts.lr, max(1, opts.warmup)
     if step < warm:
         return base * (step + 1) / warm
     if opts.schedule == "inverse-sqrt":
         return base * math.sqrt(warm / (step + 1))
-    progress = min(1.0, max((step - warm) / max(1, opts.steps - warm), time_progress))
+    progress = min(1.0, (step - warm) / max(1, opts.steps - warm))
     floor = base * opts.min_lr_ratio
     return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * progress))
-
-
-def time_progress(start_progress: float, elapsed_s: float, opts: TrainOptions) -> float:
-    """How far the wall-clock budget has come (0 without one): from where a resumed run stood at its start
-    (``start_progress``) to 1 at this run's deadline."""
-    if not (opts.minutes and opts.fit_schedule_to_minutes):
-        return 0.0
-    return min(1.0, start_progress + (1 - start_progress) * elapsed_s / (opts.minutes * 60))
 
 
 def make_optimizer(model, opts: TrainOptions, device):
