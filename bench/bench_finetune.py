@@ -103,6 +103,7 @@ VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own 
     "base-replay25": {"init": "base", "replay": 0.25},
     "base-256-lr6e-4": {"init": "base", "seq_len": 256, "lr": 6e-4},
     "base-256-lr1e-3": {"init": "base", "seq_len": 256, "lr": 1e-3},
+    "base-lr1e-3": {"init": "base", "lr": 1e-3}, "base-lr6e-4": {"init": "base", "lr": 6e-4},
 }
 
 
