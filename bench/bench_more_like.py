@@ -2,8 +2,8 @@
 from the same model without it, scored by pitch-class and melodic-interval histogram overlap with the liked piece.
 
 For each model: --liked pieces are generated unprimed (the pieces a listener would pick from); for each liked
-piece, --k variations are made exactly as `compose --more-like` asks for them (the whole liked piece as
-primer, left out of the output) and --k pieces without a primer (other seeds). Only the new music is scored, so
+piece, --k variations are made exactly as `compose --more-like` asks for them (the liked piece's first three
+quarters as primer, left out of the output; `--whole-primer`: all of it, as before) and --k pieces without a primer (other seeds). Only the new music is scored, so
 a variation gains nothing from repeating its primer. The last lines print, per model, the mean overlaps of both
 kinds and the share of liked pieces whose variations are closer.
 
@@ -37,7 +37,8 @@ def closeness(a, b) -> tuple[float, float]:
     return overlap(pitch_class_hist(a), pitch_class_hist(b)), overlap(interval_hist(a), interval_hist(b))
 
 
-def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> dict:
+def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float, whole_primer: bool = False) -> dict:
+    from ambientgen.compose import more_like_primer_seconds
     from ambientgen.stages.gen_request import GenerationRequest
     from ambientgen.stages.generate import generate
 
@@ -48,6 +49,7 @@ def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float) -> 
                                                                            **common))["written"][0]
         var = generate(model, work / "var", defaults=GenerationRequest(
             name=f"var{i}", num_samples=k, seed=2000 + i, primer_midi=str(liked),
+            primer_seconds=None if whole_primer else more_like_primer_seconds(liked),
             include_primer=False, **common))["written"]
         plain = generate(model, work / "plain", defaults=GenerationRequest(
             name=f"plain{i}", num_samples=k, seed=3000 + i, **common))["written"]
@@ -79,6 +81,8 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=3, help="variations and plain pieces per liked piece (default 3)")
     ap.add_argument("--seconds", type=float, default=40.0, help="length of every piece (default 40)")
     ap.add_argument("--json", default=None, help="write the results here")
+    ap.add_argument("--whole-primer", action="store_true",
+                    help="prime the variations with the whole liked piece (before round four) instead")
     args = ap.parse_args()
     models = [Path(m) for m in (args.model or [BASE_DIR])]
     print(f"machine: {cpu_name()}; {args.liked} liked pieces x {args.k} variations / plain pieces, "
@@ -88,7 +92,7 @@ def main() -> int:
         t0 = time.perf_counter()
         print(f"model {model}:", flush=True)
         with tempfile.TemporaryDirectory(prefix="ambientgen-more-like-") as tmp:
-            res = run_model(model, Path(tmp), args.liked, args.k, args.seconds)
+            res = run_model(model, Path(tmp), args.liked, args.k, args.seconds, args.whole_primer)
         res["seconds"] = round(time.perf_counter() - t0, 1)
         results.append(res)
     print("\nmodel | pitch-class overlap: variations / no primer | interval overlap: variations / no primer | "

@@ -11,6 +11,7 @@ import pytest
 from ambientgen.cli import main as cli
 from ambientgen.compose import ComposeOptions, compose
 from ambientgen.local import Store
+from ambientgen.music.midi_io import load_midi
 from ambientgen.util import StageError
 
 pytestmark = pytest.mark.slow
@@ -66,6 +67,9 @@ def test_compose_runs_the_chain_and_reruns_only_what_changed(sample_mp3s, tmp_pa
     assert side["primer"]["source"] == "midi:compose-0.mid" and side["request"]["include_primer"] is False
     assert (out / "ambient-render" / "more-like-compose-0-0" / "more-like-compose-0-0.mp3").is_file()
     assert (out / "liked" / "compose-0.mid").is_file()
+    # the variations go on from inside the liked piece: its first three quarters prime them
+    liked_s = load_midi(out / "liked" / "compose-0.mid").total_time
+    assert side["request"]["primer_seconds"] == pytest.approx(0.75 * liked_s, abs=1e-3)
     page = report.read_text()
     assert "more-like-compose-0-0" in page and "--more-like more-like-compose-0-0" in page
 

@@ -132,6 +132,20 @@ def find_piece(spec: str, out_dir: Path) -> Path:
     return hits[0]
 
 
+MORE_LIKE_PRIMER_SHARE = 0.75  # a variation's primer: the liked piece's first three quarters
+
+
+def more_like_primer_seconds(mid: Path) -> float | None:
+    """How much of a liked piece primes its variations: the first three quarters, so the model goes on from
+    inside the piece. A whole finished piece as primer leaves the model continuing after an ending, which no
+    training window shows; its variations came out sparse (half the liked piece's notes, some empty) and further
+    from it (bench/RESULTS.md, more like this, round four). None: the piece is too short to cut."""
+    from .music.midi_io import load_midi
+
+    seconds = load_midi(mid, allow_empty=True).total_time * MORE_LIKE_PRIMER_SHARE
+    return round(seconds, 3) if seconds >= 0.01 else None
+
+
 def write_requests(folder: Path, opts: ComposeOptions, liked: list[Path]) -> None:
     """compose.toml from the options, and more-like-NAME/{request.toml, NAME.mid} per liked piece."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -147,7 +161,8 @@ def write_requests(folder: Path, opts: ComposeOptions, liked: list[Path]) -> Non
         sub.mkdir()
         shutil.copyfile(mid, sub / f"{mid.stem}.mid")
         req = GenerationRequest(name=name, num_samples=opts.pieces, seed=opts.seed + 1 + k,
-                                primer_midi=f"{mid.stem}.mid", include_primer=False, **common)
+                                primer_midi=f"{mid.stem}.mid", primer_seconds=more_like_primer_seconds(mid),
+                                include_primer=False, **common)
         req.validate(f"--more-like {mid}")
         _write_toml(sub / "request.toml", req)
 
