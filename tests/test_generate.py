@@ -180,7 +180,8 @@ def test_note_off_mask_spends_offs_only_on_sounding_notes(model_dir):
     assert torch.allclose(got[:, off + 72], p[:, off + 72], atol=1e-6)
     fresh = perf.SoundingNotes(torch.tensor([[on + 60, on + 64]]))  # a chord just struck gets no stray offs
     got, p = torch.softmax(fresh.ban(rows[:1]), -1), torch.softmax(rows[:1], -1)
-    assert torch.allclose(got[0, [off + 60, off + 64]] / p[0, [off + 60, off + 64]], (got[0, on] / p[0, on]).expand(2))
+    kept = got[0, [off + 60, off + 64]] / p[0, [off + 60, off + 64]]
+    assert torch.allclose(kept, (got[0, on] / p[0, on]).expand(2))
     silent = perf.SoundingNotes(torch.tensor([[perf.VELOCITY_OFFSET + 3]]))
     assert torch.isinf(silent.ban(torch.zeros(1, perf.VOCAB_SIZE))[0, off:perf.TIME_SHIFT_OFFSET]).all()
 

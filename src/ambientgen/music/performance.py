@@ -267,8 +267,8 @@ class SoundingNotes:
       be. (Masking the silent offs alone hands their probability to every other event, mostly to time shifts and
       new notes, so notes are held longer.) Each sounding note keeps the probability the model gives its own
       off; what the model gave silent pitches goes, with ``off_share="held"``, to the sounding notes in
-      proportion to how long each has sounded, so a note just struck gets none of it (no blips) and the note
-      held longest the most; ``off_share="model"`` shares all of it as the model ranks the sounding notes.
+      proportion to how long each has sounded, so a note just struck gets none of it and the note held
+      longest the most; ``off_share="model"`` shares all of it as the model ranks the sounding notes.
     * With ``max_hold_steps`` (the hold guard), no note sounds longer than that: a time shift that would carry
       one past it is ruled out, and at the limit the row's next token is forced to be that note's NOTE_OFF, so
       the model sees the note end in its own context.
@@ -345,7 +345,6 @@ class SoundingNotes:
                 logits[overdue, NOTE_OFF_OFFSET + pitch[overdue]] = 0.0
                 self.forced[overdue.cpu()] += 1
         return logits
-
 
     def _share_offs(self, offs: Any) -> Any:
         """(B, 128) off logits restricted to the sounding notes, with the model's total off probability kept

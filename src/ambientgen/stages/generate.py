@@ -226,7 +226,8 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
     t0 = time.perf_counter()
     limit = hold_limit(req, meta)
     steps = int(round(limit * perf.STEPS_PER_SECOND)) if limit else None
-    constraint = perf.SoundingNotes(prompt, steps, req.note_off_mask, req.note_off_share) if (req.note_off_mask or steps) else None
+    constraint = (perf.SoundingNotes(prompt, steps, req.note_off_mask, req.note_off_share)
+                  if (req.note_off_mask or steps) else None)
     seq = generate_tokens(model, prompt, max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                           seed=req.seed, use_cache=use_cache, should_stop=should_stop, constraint=constraint)
     elapsed = time.perf_counter() - t0
