@@ -114,6 +114,7 @@ def test_report_page_structure(run_dir, tmp_path):
     # a piece's facts in words with units; how to ask for more like it
     assert "preset warm-piano" in page and "temperature 0.9" in page and "seed 3" in page and "10 notes" in page
     assert "--more-like plain-0" in page and 'name = &quot;more-like-plain-0&quot;' in page
+    assert "primer_seconds = " in page  # the same primer as compose --more-like
     # training in a sentence, its figures folded away with the other technical details
     assert "for 60 steps" in page and "a best of 2.200 nats per event" in page
     assert "<th>best eval nll</th><td>2.2</td>" in page and "<th>last step</th><td>60</td>" in page

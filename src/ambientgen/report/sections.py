@@ -64,8 +64,16 @@ def _more_like(report: Report, name: str, mid: Path | None) -> str:
     music = run.get("music") if isinstance(run.get("music"), str) else "MUSIC_DIR"
     out = run.get("run_dir") if isinstance(run.get("run_dir"), str) else str(report.run_dir)
     cmd = f"ambientgen compose {shlex.quote(music)} -o {shlex.quote(out)} --more-like {shlex.quote(name)}"
-    request = (f'name = "more-like-{name}"\nprimer_midi = "{name}.mid"\n'
-               "include_primer = false\nnum_samples = 4\n")
+    request = f'name = "more-like-{name}"\nprimer_midi = "{name}.mid"\n'
+    if mid is not None:  # the same primer as `compose --more-like` asks for
+        from ..compose import more_like_primer_seconds
+
+        try:
+            seconds = more_like_primer_seconds(mid)
+        except StageError:
+            seconds = None
+        request += f"primer_seconds = {seconds}\n" if seconds else ""
+    request += "include_primer = false\nnum_samples = 4\n"
     link = f' (<a href="{report.url(mid)}">{esc(mid.name)}</a>)' if mid is not None else ""
     return (f'<div class="more">More like this: <code>{esc(cmd)}</code><details><summary>or on a cluster: a '
             f"request for the generation-config repo</summary><p>Put this file as <code>more-like-{esc(name)}/"
