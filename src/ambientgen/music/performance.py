@@ -331,7 +331,7 @@ class SoundingNotes:
             offs = slice(NOTE_OFF_OFFSET, TIME_SHIFT_OFFSET)
             logits[:, offs] = self._share_offs(logits[:, offs])
         if self.max_hold is not None:
-            held = (self.now[:, None] - self.onset[:, :, 0]).masked_fill(self.count == 0, -1)
+            held = self._held_steps().masked_fill(self.count == 0, -1)
             longest, pitch = held.max(dim=1)
             left = self.max_hold - longest  # steps the longest-held note may still sound
             sounding = longest >= 0
@@ -345,6 +345,10 @@ class SoundingNotes:
                 logits[overdue, NOTE_OFF_OFFSET + pitch[overdue]] = 0.0
                 self.forced[overdue.cpu()] += 1
         return logits
+
+    def _held_steps(self) -> Any:
+        """(B, 128) steps each pitch's oldest sounding note has sounded (meaningless where nothing sounds)."""
+        return self.now[:, None] - self.onset[:, :, 0]
 
     def _share_offs(self, offs: Any) -> Any:
         """(B, 128) off logits restricted to the sounding notes, with the model's total off probability kept
@@ -360,7 +364,7 @@ class SoundingNotes:
             return (sounding + lift).to(offs.dtype)
         # the silent pitches' share, log(e^total - e^kept), goes to the sounding notes by how long each has sounded
         stray = total + torch.log1p(-torch.exp(kept - total).clamp(max=1.0))
-        held = (self.now[:, None] - self.onset[:, :, 0]).masked_fill(self.count == 0, 0).clamp(min=0).float()
+        held = self._held_steps().masked_fill(self.count == 0, 0).clamp(min=0).float()
         weight = torch.log(held / held.sum(1, keepdim=True).clamp(min=1.0))
         return torch.logaddexp(sounding, stray + weight).to(offs.dtype)
 
