@@ -175,3 +175,11 @@ def test_primers_and_render_use_the_midi_limits(model_dir, tmp_path, caplog):
     assert set(res.done) == {"ok-0.mid"} or res.skipped.get("ok-0.mid") == "no notes"
     rendered = tmp_path / "rendered"  # absent when the 8-token piece had no notes to render
     assert not rendered.exists() or not any("long" in p.name for p in rendered.iterdir())
+
+
+def test_an_unknown_note_off_share_is_refused_naming_the_request_file(tmp_path):
+    bad = tmp_path / "loud.toml"
+    bad.write_text('note_off_share = "loud"\n')
+    with pytest.raises(StageError) as err:
+        parse_request_file(bad, GenerationRequest())
+    assert "loud.toml" in str(err.value) and "note_off_share must be one of held, model" in str(err.value)
