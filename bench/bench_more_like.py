@@ -38,8 +38,7 @@ def closeness(a, b) -> tuple[float, float]:
 
 
 def run_model(model: Path, work: Path, liked_n: int, k: int, seconds: float, whole_primer: bool = False) -> dict:
-    from ambientgen.compose import more_like_primer_seconds
-    from ambientgen.stages.gen_request import GenerationRequest
+    from ambientgen.stages.gen_request import GenerationRequest, more_like_primer_seconds
     from ambientgen.stages.generate import generate
 
     common = {"seconds": seconds, "temperature": 0.95, "top_p": 0.95}

@@ -27,7 +27,7 @@ from . import env as env_mod  # run_chain takes an `env` dict
 from .chain import CONFIG_REPO, GENERATED_REPO, MP3_REPO, RENDERED_REPO, REPOS
 from .music.midi_io import MIDI_SUFFIXES
 from .pfs import refused
-from .stages.gen_request import GenerationRequest
+from .stages.gen_request import GenerationRequest, more_like_primer_seconds
 from .util import AUDIO_SUFFIXES, StageError, atomic_path, write_json
 
 HELP = "from a folder of your music to new pieces and a report, in one command (reruns only what changed)"
@@ -130,20 +130,6 @@ def find_piece(spec: str, out_dir: Path) -> Path:
         raise StageError(spec, "not a MIDI file, nor a piece generated in " + str(out_dir)
                          + (f" (pieces: {', '.join(known[:12])})" if known else ""))
     return hits[0]
-
-
-MORE_LIKE_PRIMER_SHARE = 0.75  # a variation's primer: the liked piece's first three quarters
-
-
-def more_like_primer_seconds(mid: Path) -> float | None:
-    """How much of a liked piece primes its variations: the first three quarters, so the model goes on from
-    inside the piece. A whole finished piece as primer leaves the model continuing after an ending, which no
-    training window shows; its variations came out sparse (half the liked piece's notes, some empty) and further
-    from it (bench/RESULTS.md, more like this, round four). None: the piece is too short to cut."""
-    from .music.midi_io import load_midi
-
-    seconds = load_midi(mid, allow_empty=True).total_time * MORE_LIKE_PRIMER_SHARE
-    return round(seconds, 3) if seconds >= 0.01 else None
 
 
 def write_requests(folder: Path, opts: ComposeOptions, liked: list[Path]) -> None:

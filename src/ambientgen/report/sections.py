@@ -10,6 +10,7 @@ from typing import Any
 
 from ..chain import CONFIG_REPO, GENERATED_REPO, MP3_REPO, RENDERED_REPO
 from ..music.midi_io import MIDI_SUFFIXES
+from ..stages.gen_request import more_like_primer_seconds
 from ..util import AUDIO_SUFFIXES, StageError, progress
 from .page import (
     Report,
@@ -66,8 +67,6 @@ def _more_like(report: Report, name: str, mid: Path | None) -> str:
     cmd = f"ambientgen compose {shlex.quote(music)} -o {shlex.quote(out)} --more-like {shlex.quote(name)}"
     request = f'name = "more-like-{name}"\nprimer_midi = "{name}.mid"\n'
     if mid is not None:  # the same primer as `compose --more-like` asks for
-        from ..compose import more_like_primer_seconds
-
         try:
             seconds = more_like_primer_seconds(mid)
         except StageError:

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..music.midi_io import load_midi
 from ..music.performance import SoundingNotes
 from ..pfs import refused
 from ..util import StageError
@@ -175,3 +176,15 @@ def parse_request_file(path: Path, defaults: GenerationRequest) -> GenerationReq
             raise StageError(path, f"primer_midi {req.primer_midi!r} is outside the request's folder {folder}")
         req.primer_midi = str(target)
     return req
+
+
+MORE_LIKE_PRIMER_SHARE = 0.75  # a variation's primer: the liked piece's first three quarters
+
+
+def more_like_primer_seconds(mid: Path) -> float | None:
+    """How much of a liked piece primes its variations: the first three quarters, so the model goes on from
+    inside the piece. A whole finished piece as primer leaves the model continuing after an ending, which no
+    training window shows; its variations came out sparse (half the liked piece's notes, some empty) and further
+    from it (bench/RESULTS.md, more like this, round four). None: the piece is too short to cut."""
+    seconds = load_midi(mid, allow_empty=True).total_time * MORE_LIKE_PRIMER_SHARE
+    return round(seconds, 3) if seconds >= 0.01 else None
