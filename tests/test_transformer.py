@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ambientgen.models import decode
 from ambientgen.models.sampling import generate_tokens, sample_next
 from ambientgen.models.transformer import CONFIGS, MusicTransformer, TransformerConfig, get_config, rel_logits
 from ambientgen.models.weights import load_model_dir, save_model_dir
@@ -138,6 +139,32 @@ def test_kv_cache_gives_the_same_logits(attention):
         caches = m.new_caches(2)
         parts = [m(x[:, :11], caches=caches)[0], m(x[:, 11:12], caches=caches)[0], m(x[:, 12:30], caches=caches)[0]]
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [dict(attention="relative"), dict(attention="vanilla"),
+                                dict(rel_shared_heads=True, bias=False, tie_embeddings=False)])
+def test_lean_decoding_step_gives_the_forward_logits(kw, monkeypatch):
+    torch.manual_seed(3)
+    m = MusicTransformer(small_cfg(**kw, dropout=0.1)).eval()  # fp32, dropout off at inference
+    x = torch.randint(2, 40, (3, 20))
+    steps = []
+    real = decode.step
+    monkeypatch.setattr(decode, "step", lambda *a: steps.append(1) or real(*a))
+    with torch.no_grad():
+        full, _ = m(x)
+        caches = m.new_caches(3)
+        parts = [m(x[:, :8], caches=caches)[0]] + [m(x[:, i:i + 1], caches=caches)[0] for i in range(8, 20)]
+    assert len(steps) == 12 and caches[0].pos == 20
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5, rtol=0)
+    m.train()  # training, or a gradient asked for, takes the module path
+    with torch.no_grad():
+        m(x[:, :1], caches=m.new_caches(3))
+    assert len(steps) == 12
+    small = m.eval().new_caches(3, capacity=1)
+    with torch.no_grad(), pytest.raises(ValueError, match="cache is full"):
+        m(x[:, :1], caches=small)
+        m(x[:, 1:2], caches=small)
+    assert len(steps) == 14 and small[0].pos == 1
 
 
 @pytest.mark.parametrize("attention", ["relative", "vanilla"])

@@ -17,8 +17,9 @@ Attention kernels (``attn_impl``):
 * ``auto``: by rule (kernel_order): chunked on a CPU; flex on CUDA when compiled, else sdpa.
 
 The ``vanilla`` attention type (absolute learned positions, no relative term) is there for comparison.
-Incremental decoding keeps a key/value cache per layer; the relative term for new queries is computed
-against the cached keys, so cached and uncached generation give the same tokens.
+Incremental decoding keeps a key/value cache per layer (decode.py); the relative term for new queries is computed
+against the cached keys, so cached and uncached generation give the same tokens. One token per row at inference
+takes decode.step, the same layers without per-module overhead.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import decode
+from .decode import KVCache
 
 ATTN_IMPLS = ("auto", "explicit", "chunked", "sdpa", "flex")
 CHUNK = 128  # query rows per block of the chunked kernel (64, 128, 256, 512 measured: 128 fastest on a CPU)
@@ -167,31 +171,6 @@ class FastDropout(nn.Dropout):
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
         return fast_dropout(x, self.p)
-
-
-class KVCache:
-    """Preallocated keys/values for one layer: (B, H, capacity, Dh)."""
-
-    def __init__(self, batch: int, n_head: int, capacity: int, head_dim: int, device, dtype):
-        self.k = torch.zeros(batch, n_head, capacity, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
-        self.pos = 0
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = k.shape[-2]
-        if self.pos + n > self.k.shape[-2]:
-            raise ValueError("key/value cache is full")
-        self.k[:, :, self.pos:self.pos + n] = k
-        self.v[:, :, self.pos:self.pos + n] = v
-        self.pos += n
-        return self.k[:, :, :self.pos], self.v[:, :, :self.pos]
-
-    def drop_oldest(self, n: int) -> None:
-        """Forget the n oldest positions (the rest move to the front, in order)."""
-        keep = self.pos - n
-        self.k[:, :, :keep] = self.k[:, :, n:self.pos].clone()
-        self.v[:, :, :keep] = self.v[:, :, n:self.pos].clone()
-        self.pos = keep
 
 
 class Attention(nn.Module):
@@ -371,6 +350,8 @@ class MusicTransformer(nn.Module):
         past = caches[0].pos if caches else 0
         if past + L > self.cfg.max_len:
             raise ValueError(f"sequence length {past + L} exceeds max_len {self.cfg.max_len}")
+        if decode.can_step(self, idx, caches, targets):
+            return decode.step(self, idx, caches), None
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(past, past + L, device=idx.device))
