@@ -1,7 +1,7 @@
 """Incremental decoding: the key/value cache, and one new token per row through the model in a lean step.
 
-At batch 1 a small model's generation is bound by per-token overhead, not arithmetic: a module call, a view or a
-mask costs microseconds while the model's matrix products for one token take about a millisecond in all. The lean
+At batch 1 a small model's token costs its weight reads (one to two milliseconds for the peer-sized model on a
+2-core CPU, bench/RESULTS.md) plus overhead: each module call, view or mask costs microseconds. The lean
 step runs the same layers as ``MusicTransformer.forward`` with plain functional calls on the modules' own
 weights: residual adds fused into the projections (``addmm``), the relative term folded into the keys (for one
 query, ``q . Er[d(i - j)]`` is ``q . e_j`` with the embeddings aligned to the keys, so ``q (K + E)^T`` is one
