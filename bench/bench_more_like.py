@@ -4,8 +4,9 @@ from the same model without it, scored by pitch-class and melodic-interval histo
 For each model: --liked pieces are generated unprimed (the pieces a listener would pick from); for each liked
 piece, --k variations are made exactly as `compose --more-like` asks for them (the liked piece's first three
 quarters as primer, left out of the output; `--whole-primer`: all of it, as before) and --k pieces without a
-primer (other seeds). Only the new music is scored, so a variation gains nothing from repeating its primer. The last lines print, per model, the mean overlaps of both
-kinds and the share of liked pieces whose variations are closer.
+primer (other seeds). Only the new music is scored, so a variation gains nothing from repeating its primer. The
+last lines print, per model, the mean overlaps of both kinds and the share of liked pieces whose variations are
+closer.
 
   .venv/bin/python bench/bench_more_like.py                                  # the shipped base model
   .venv/bin/python bench/bench_more_like.py --model runs/bench-finetune/folk/base --liked 4

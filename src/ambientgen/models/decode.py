@@ -66,17 +66,11 @@ def _layer(block: nn.Module, cache: KVCache, x: torch.Tensor, B: int, D: int, H:
     attn, fc1, fc2 = block.attn, block.mlp[0], block.mlp[2]
     h = F.layer_norm(x, (D,), block.ln1.weight, block.ln1.bias)
     q, k, v = F.linear(h, attn.qkv.weight, attn.qkv.bias).view(B, 3, H, hd).unbind(1)
-    p = cache.pos
-    if p >= cache.k.shape[-2]:
-        raise ValueError("key/value cache is full")
-    cache.k[:, :, p] = k
-    cache.v[:, :, p] = v
-    cache.pos = lk = p + 1
-    keys = cache.k[:, :, :lk]
-    if attn.relative:  # Er holds distances max_len-1 .. 0: its last lk rows line up with keys 0 .. lk-1
-        keys = keys + attn.er[:, attn.er.shape[1] - lk:]
+    keys, values = cache.append(k.unsqueeze(2), v.unsqueeze(2))
+    if attn.relative:  # Er holds distances max_len-1 .. 0: its last rows line up with the cached keys
+        keys = keys + attn.er[:, attn.er.shape[1] - cache.pos:]
     att = torch.softmax((q * hd ** -0.5).unsqueeze(2) @ keys.transpose(-1, -2), dim=-1)
-    y = (att @ cache.v[:, :, :lk]).view(B, D)
+    y = (att @ values).view(B, D)
     x = _linear_add(x, y, attn.proj)
     h = F.gelu(F.linear(F.layer_norm(x, (D,), block.ln2.weight, block.ln2.bias), fc1.weight, fc1.bias))
     return _linear_add(x, h, fc2)
