@@ -7,7 +7,10 @@ faster and more robust than music21's MIDI writer (it refuses about a fifth of t
 
 Scores carry no dynamics worth the name, so each piece gets a varied, reproducible performance: a base
 loudness, a slow swell over phrases, a louder top voice and a little jitter per note, all drawn from a seed
-made of the piece's id. Without that the model learns one constant velocity.
+made of the piece's id. Without that the model learns one constant velocity. The timing is played too: a slow
+tempo drift, onsets scattered by a few tens of milliseconds (so a chord's notes do not start on one step) and an
+articulation from legato to detached, with each note's end scattered as well. A model that has only seen notes
+on a grid and ended exactly at the next onset meets transcribed audio, where nothing is, as a new language.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mei")
 # (Palestrina in breves and semibreves, folk tunes in eighths), a performer's pace much less.
 MEDIAN_NOTE_SECONDS = (0.3, 0.6)
 MAX_PIECE_SECONDS = 1800.0
+LEAD_IN = 0.05  # seconds before the first onset, so that the first chord's scatter is not clipped at 0
 
 
 @dataclass
@@ -121,9 +125,10 @@ def perform(notes: list[tuple[float, float, int, int]], qpm: float, rng: np.rand
     phase = rng.uniform(0, 2 * math.pi)
     swell = rng.uniform(4, 14)
     top_part = 0  # music21 lists the highest voice first
+    notes = sorted(notes)
     jitter = rng.normal(0, 5, size=len(notes))
-    for (s, e, pitch, part), jit in zip(sorted(notes), jitter):
-        start, end = s * spq, e * spq
+    seconds = _played_time(notes, spq, rng)
+    for (_, _, pitch, part), jit, (start, end) in zip(notes, jitter, seconds):
         if start >= MAX_PIECE_SECONDS:
             break
         v = base + swell * math.sin(2 * math.pi * start / swell_period + phase) + jit
@@ -132,6 +137,34 @@ def perform(notes: list[tuple[float, float, int, int]], qpm: float, rng: np.rand
                          end_time=min(end, MAX_PIECE_SECONDS), instrument=part, program=0)
         ns.total_time = max(ns.total_time, n.end_time)
     return ns
+
+
+def _played_time(notes: list[tuple[float, float, int, int]], spq: float,
+                 rng: np.random.Generator) -> list[tuple[float, float]]:
+    """(start, end) in seconds of sorted score notes, played: tempo drift, scattered onsets and ends, articulation.
+
+    Per piece: a tempo that swells by up to 6% over a few bars, an onset scatter of 4-25 ms, a held fraction of
+    0.7-1.0 of each written length. A note never starts before 0, lasts at least 40 ms, and ends before the next
+    onset of its pitch, so the played notes keep the score's order of events per pitch."""
+    drift, period, phase = rng.uniform(0, 0.06), rng.uniform(8.0, 32.0), rng.uniform(0, 2 * math.pi)
+    scatter, held = rng.uniform(0.004, 0.025), rng.uniform(0.7, 1.0)
+
+    def at(q: float) -> float:  # the clock: derivative spq * (1 + drift * cos) stays positive
+        return spq * (q + drift * period / (2 * math.pi) * math.sin(2 * math.pi * q / period + phase))
+
+    out: list[tuple[float, float]] = []
+    next_onset: dict[int, tuple[float, float]] = {}  # pitch -> (score, played) onset of its next note
+    onsets = [max(0.0, LEAD_IN + at(s) + rng.normal(0, scatter)) for s, _, _, _ in notes]
+    ends = [LEAD_IN + at(s) + (at(e) - at(s)) * held + rng.normal(0, scatter) for s, e, _, _ in notes]
+    for i in range(len(notes) - 1, -1, -1):
+        pitch = notes[i][2]
+        end = max(ends[i], onsets[i] + 0.04)
+        later = next_onset.get(pitch)
+        if later is not None and later[0] > notes[i][0]:  # a unison of two voices is not clipped
+            end = min(end, later[1] - 0.01)
+        next_onset[pitch] = (notes[i][0], onsets[i])
+        out.append((onsets[i], max(end, onsets[i] + 0.01)))
+    return out[::-1]
 
 
 def _scores(path: Path):

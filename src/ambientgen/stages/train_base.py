@@ -232,7 +232,9 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
     lines += [
         "", f"Encoding: {summary['format']['encoding']} (vocabulary {summary['format']['vocab_size']}).",
         f"Augmentation (train only): stretch {st['stretch']} x transposition {st['transpose']}. Velocities are "
-        "varied per piece (base loudness, a slow swell, a louder top voice, jitter), seeded by the piece id.",
+        "varied per piece (base loudness, a slow swell, a louder top voice, jitter), and so is the timing (a tempo "
+        "drift, onsets scattered by 4-25 ms, 70-100% of each written length held, ends scattered), seeded by the "
+        "piece id (sessions before 2026-12-03 played the scores on the grid, every note held to its full length).",
         f"Held out by a stable hash of the path: {st['eval_percent']:g}% of the pieces.", "",
         "| split | pieces | notes | tokens |", "|---|---:|---:|---:|",
         f"| train | {sp['train']['files']:,} | {sp['train']['notes']:,} | {sp['train']['tokens']:,} (augmented) |",
