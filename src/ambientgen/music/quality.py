@@ -130,36 +130,42 @@ def _kgrams(p: np.ndarray, powers: np.ndarray, k: int) -> np.ndarray:
 
 
 class TrainingIndex:
-    """Training sequences concatenated (with unique separators) for k-gram look-ups."""
+    """Training sequences concatenated (with unique separators) for k-gram look-ups.
+
+    A look-up sorts the few k-grams asked about and searches every training k-gram among them: time linear in
+    the training events and no sorted copy of them kept per k, so a corpus of tens of millions of events (the
+    base model's, in all its transpositions) is searched in seconds and a few bytes per event."""
 
     def __init__(self, sequences: list[np.ndarray]):
         parts = []
         for i, s in enumerate(sequences):
             parts.append(np.asarray(s, dtype=np.int64))
             parts.append(np.array([_SEP_BASE + i], dtype=np.int64))
-        self.seq = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        self.p, self.powers = _prefix(self.seq)
-        self._sorted: dict[int, np.ndarray] = {}
-
-    def grams(self, k: int) -> np.ndarray:
-        if k not in self._sorted:
-            self._sorted[k] = np.unique(_kgrams(self.p, self.powers, k))
-        return self._sorted[k]
+        seq = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        self.size = len(seq)
+        self.p, self.powers = _prefix(seq)
 
     def found(self, ids: np.ndarray, k: int) -> np.ndarray:
         """For each k-window of ids: is it in the training sequences?"""
         p, pw = _prefix(np.asarray(ids, dtype=np.int64))
         g = _kgrams(p, pw, k)
-        ref = self.grams(k)
-        if not len(g) or not len(ref):
+        if not len(g) or self.size < k:
             return np.zeros(len(g), dtype=bool)
-        pos = np.clip(np.searchsorted(ref, g), 0, len(ref) - 1)
-        return ref[pos] == g
+        asked = np.unique(g)
+        present = np.zeros(len(asked), dtype=bool)
+        step = 1 << 24  # training k-grams in blocks, so the transient arrays stay small
+        for i0 in range(0, self.size - k + 1, step):
+            i1 = min(self.size - k + 1, i0 + step)
+            with np.errstate(over="ignore"):
+                t = self.p[i0 + k:i1 + k] - self.p[i0:i1] * self.powers[k]
+            pos = np.minimum(np.searchsorted(asked, t), len(asked) - 1)
+            present[pos[asked[pos] == t]] = True
+        return present[np.searchsorted(asked, g)]
 
     def longest_copy(self, ids: np.ndarray) -> int:
         """Length of the longest run of ids found verbatim in a training sequence (binary search on k)."""
         ids = np.asarray(ids, dtype=np.int64)
-        if not len(ids) or not len(self.seq) or not self.found(ids, 1).any():
+        if not len(ids) or not self.size or not self.found(ids, 1).any():
             return 0
         lo, hi = 1, len(ids)  # found(lo) holds; find the largest k that does
         while lo < hi:
