@@ -245,7 +245,8 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
         "AdamW, batches of 16 windows of 512 tokens, each window opened with the notes sounding at its start "
         "(`performance.complete_window`; sessions before 2026-12-02 cut windows anywhere); the schedule of each "
         "session is below.",
-        f"Steps: {shipped['step']:,} in the last session ({shipped['tokens_seen']:,} tokens seen); shipped weights "
+        f"Steps: {shipped['step']:,} in the latest run ({shipped['tokens_seen']:,} tokens seen; a warm start counts "
+        "from step 0 again, and a resumed run goes on counting); shipped weights "
         f"from its step {shipped['best_step']} (lowest held-out NLL), stored as float16.",
         f"Wall time: {shipped['train_seconds'] / 60:.0f} minutes in {len(runs)} session(s).", "",
         "| session started (UTC) | minutes | up to step | tokens/s | machine | schedule |",
