@@ -41,13 +41,22 @@ class KVCache:
         self.pos = keep
 
 
+class Caches(list):
+    """One KVCache per layer, and the sounding-notes state after the last token (models/state.py), which goes
+    on across a rolling window: the oldest keys may be dropped, the notes they struck are still known."""
+
+    def __init__(self, caches=()):
+        super().__init__(caches)
+        self.sounding = None
+
+
 def can_step(model: nn.Module, idx: torch.Tensor, caches: list[KVCache] | None, targets) -> bool:
     """Whether ``forward`` may take the lean step: one token per row, a cache, inference, no loss asked."""
     return (caches is not None and idx.shape[1] == 1 and targets is None and not model.training
             and not torch.is_grad_enabled())
 
 
-def step(model: nn.Module, idx: torch.Tensor, caches: list[KVCache]) -> torch.Tensor:
+def step(model: nn.Module, idx: torch.Tensor, caches: Caches) -> torch.Tensor:
     """Logits (B, 1, V) for one new token per row (idx: (B, 1)); the caches advance by one position."""
     cfg = model.cfg
     B, D, H = idx.shape[0], cfg.d_model, cfg.n_head
@@ -56,6 +65,8 @@ def step(model: nn.Module, idx: torch.Tensor, caches: list[KVCache]) -> torch.Te
     x = F.embedding(idx[:, 0], model.wte.weight)
     if model.wpe is not None:
         x = x + model.wpe.weight[p]
+    if model.wse is not None:
+        x = x + F.linear(model.sounding_features(idx, caches)[:, 0].to(x.dtype), model.wse.weight)
     for block, cache in zip(model.blocks, caches):
         x = _layer(block, cache, x, B, D, H, hd)
     x = F.layer_norm(x, (D,), model.ln_f.weight, model.ln_f.bias)

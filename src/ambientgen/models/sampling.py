@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import state
 from .transformer import MusicTransformer
 
 
@@ -49,7 +50,8 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
 
     With ``use_cache`` each step runs only the new token through the model (key/value cache, relative
     term included); without it the whole context is recomputed every step. Both see the same context, so
-    they give the same tokens up to max_len. Beyond it the context slides (``window``):
+    they give the same tokens up to max_len. Beyond it the context slides (``window``), and a model with the
+    sounding-notes input (models/state.py) still follows the notes struck before the window's start:
 
     * ``roll`` (the default with the cache and relative attention): the oldest eighth of the cache is dropped and
       the rest kept, so the model always sees at least 7/8 of its context. Relative attention has no absolute
@@ -91,6 +93,8 @@ def generate_tokens(model: MusicTransformer, prompt: torch.Tensor, max_new: int,
             if caches is None:
                 caches = model.new_caches(B)
                 step_input = seq[:, ws:]
+                if cfg.state_features and ws > 0:  # notes struck before the window still sound
+                    caches.sounding = state.advance(seq[:, :ws], state.silence(B, seq.device))[1]
             logits, _ = model(step_input, caches=caches)
         else:
             logits, _ = model(seq[:, ws:])

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import decode
-from .decode import KVCache
+from . import decode, state
+from .decode import Caches, KVCache
 
 ATTN_IMPLS = ("auto", "explicit", "chunked", "sdpa", "flex")
 CHUNK = 128  # query rows per block of the chunked kernel (64, 128, 256, 512 measured: 128 fastest on a CPU)
@@ -56,6 +56,7 @@ class TransformerConfig:
     bias: bool = True
     pad_id: int = 0
     eos_id: int = 1
+    state_features: bool = False  # the sounding-notes state as an input (models/state.py); absent in older folders
 
     def __post_init__(self) -> None:
         if self.attention not in ("relative", "vanilla"):
@@ -89,6 +90,8 @@ CONFIGS: dict[str, dict] = {
     "medium": dict(n_layer=4, n_head=8, d_model=256, d_ff=1024, max_len=512, dropout=0.1),
     "base": dict(n_layer=6, n_head=8, d_model=512, d_ff=2048, max_len=2048, dropout=0.1),
 }
+for _c in CONFIGS.values():  # every new model follows the sounding notes; a folder's config.json says for itself
+    _c["state_features"] = True
 
 
 def get_config(name: str, **overrides) -> TransformerConfig:
@@ -310,6 +313,7 @@ class MusicTransformer(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.attention == "vanilla" else None
+        self.wse = nn.Linear(state.NUM_FEATURES, cfg.d_model, bias=False) if cfg.state_features else None
         self.drop = FastDropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
@@ -318,6 +322,8 @@ class MusicTransformer(nn.Module):
         for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
             if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if self.wse is not None:  # zero: a model given the state starts as the same model without it
+            nn.init.zeros_(self.wse.weight)
         if cfg.tie_embeddings:
             self.head.weight = self.wte.weight
 
@@ -355,6 +361,8 @@ class MusicTransformer(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(past, past + L, device=idx.device))
+        if self.wse is not None:
+            x = x + self.wse(self.sounding_features(idx, caches).to(x.dtype))
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, caches[i] if caches else None)
@@ -366,11 +374,20 @@ class MusicTransformer(nn.Module):
                                    ignore_index=self.cfg.pad_id)
         return logits, loss
 
-    def new_caches(self, batch: int, capacity: int | None = None) -> list[KVCache]:
+    def sounding_features(self, idx: torch.Tensor, caches: list[KVCache] | None) -> torch.Tensor:
+        """The sounding-notes features after each token; with ``Caches``, from the state they carry (then
+        advanced), else from silence."""
+        before = getattr(caches, "sounding", None) or state.silence(idx.shape[0], idx.device)
+        feats, after = state.advance(idx, before)
+        if isinstance(caches, Caches):
+            caches.sounding = after
+        return feats
+
+    def new_caches(self, batch: int, capacity: int | None = None) -> Caches:
         p = next(self.parameters())
         cap = capacity or self.cfg.max_len
         hd = self.cfg.d_model // self.cfg.n_head
-        return [KVCache(batch, self.cfg.n_head, cap, hd, p.device, p.dtype) for _ in self.blocks]
+        return Caches(KVCache(batch, self.cfg.n_head, cap, hd, p.device, p.dtype) for _ in self.blocks)
 
 
 def kernel_order(device: torch.device | str, compiled: bool = False) -> list[str]:

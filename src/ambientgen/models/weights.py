@@ -74,3 +74,17 @@ def load_model_dir(model_dir, device: str | torch.device = "cpu") -> tuple[Music
     except (ValueError, RuntimeError) as exc:
         raise StageError(weights_path, str(exc)) from None
     return model.to(device).eval(), meta
+
+
+def add_state_features(model_dir) -> bool:
+    """Give a model folder the sounding-notes input (models/state.py) in place, its weights zero, so the model
+    computes what it did before and training can learn to use it; False if it has the input already."""
+    from dataclasses import replace
+
+    old, meta = load_model_dir(model_dir)
+    if old.cfg.state_features:
+        return False
+    model = MusicTransformer(replace(old.cfg, state_features=True))
+    model.load_state_dict(old.state_dict(), strict=False)  # everything but wse, which starts at zero
+    save_model_dir(model, model_dir, {k: v for k, v in meta.items() if k != "model"})
+    return True

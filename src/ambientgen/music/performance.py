@@ -32,20 +32,21 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from note_seq.protobuf.music_pb2 import NoteSequence
 
-STEPS_PER_SECOND = 100
-MAX_SHIFT_STEPS = 100
-NUM_VELOCITY_BINS = 32
-NUM_PITCHES = 128
-NUM_RESERVED_IDS = 2
-PAD_ID = 0
-EOS_ID = 1
-
-NOTE_ON_OFFSET = NUM_RESERVED_IDS  # 2
-NOTE_OFF_OFFSET = NOTE_ON_OFFSET + NUM_PITCHES  # 130
-TIME_SHIFT_OFFSET = NOTE_OFF_OFFSET + NUM_PITCHES  # 258, id of TIME_SHIFT 1
-VELOCITY_OFFSET = TIME_SHIFT_OFFSET + MAX_SHIFT_STEPS  # 358, id of VELOCITY bin 1
-VOCAB_SIZE = VELOCITY_OFFSET + NUM_VELOCITY_BINS  # 390
-NUM_EVENTS = VOCAB_SIZE - NUM_RESERVED_IDS  # 388
+from ..vocab import (  # noqa: F401 (the layout is part of this module's interface)
+    EOS_ID,
+    MAX_SHIFT_STEPS,
+    NOTE_OFF_OFFSET,
+    NOTE_ON_OFFSET,
+    NUM_EVENTS,
+    NUM_PITCHES,
+    NUM_RESERVED_IDS,
+    NUM_VELOCITY_BINS,
+    PAD_ID,
+    STEPS_PER_SECOND,
+    TIME_SHIFT_OFFSET,
+    VELOCITY_OFFSET,
+    VOCAB_SIZE,
+)
 
 # note_seq.performance_lib: bins of ceil(127 / 32) = 4 velocities, bin 1 starting at velocity 1.
 VELOCITY_BIN_SIZE = -(-127 // NUM_VELOCITY_BINS)

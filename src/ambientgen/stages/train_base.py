@@ -89,6 +89,7 @@ def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | Non
     move a resumed run's starting point), a fresh optimizer, a short warm-up and a cosine decay over ``steps``.
     The shipped model's own sessions open OUT/runs.json, so the record keeps the whole history."""
     from ..models.base import resolve_init
+    from ..models.weights import add_state_features
     from ..music import performance
     from .train import TrainOptions
 
@@ -98,6 +99,8 @@ def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | Non
         if shipped is None:
             raise StageError(None, "--warm-start needs the shipped base model, and this install has none")
         shutil.copytree(shipped, init, dirs_exist_ok=True)
+        if add_state_features(init):
+            log.info("warm start: the shipped base gets the sounding-notes input, its weights zero")
         meta = json.loads((init / "config.json").read_text())
         runs = meta.get("runs") or [{"started": "earlier", "seconds": meta.get("train_seconds", 0),
                                      "to_step": meta.get("step", 0), "machine": "see the earlier record",
