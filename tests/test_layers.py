@@ -13,7 +13,7 @@ from conftest import REPO_ROOT
 SRC = REPO_ROOT / "src"
 # Bottom to top; a module may import its own layer and those below. Top-level modules and sub-packages by name.
 LAYERS = [
-    {"", "env", "util", "pfs", "chain"},
+    {"", "env", "util", "vocab", "pfs", "chain"},
     {"models"},
     {"music"},
     {"local"},
