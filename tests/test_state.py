@@ -74,10 +74,12 @@ def test_block_by_block_equals_all_at_once():
 def model(**kw) -> MusicTransformer:
     torch.manual_seed(0)
     cfg = TransformerConfig(**{**dict(vocab_size=V.VOCAB_SIZE, n_layer=2, n_head=4, d_model=32, d_ff=64, max_len=64,
-                                      dropout=0.0, state_features=True), **kw})
+                                      dropout=0.0, state_features=True, state_logits=True), **kw})
     m = MusicTransformer(cfg).eval()
     if m.wse is not None:
         torch.nn.init.normal_(m.wse.weight, std=0.2)  # trained weights: the input matters
+    if m.state_bias is not None:
+        torch.nn.init.normal_(m.state_bias, std=0.02)
     return m
 
 
@@ -88,7 +90,7 @@ def test_the_state_changes_the_logits_and_the_cache_carries_it():
         full, _ = m(ids)
         caches = m.new_caches(2)
         parts = [m(ids[:, :20], caches=caches)[0]] + [m(ids[:, i:i + 1], caches=caches)[0] for i in range(20, 50)]
-        plain = model(state_features=False)
+        plain = model(state_features=False, state_logits=False)
         plain.load_state_dict(m.state_dict(), strict=False)
         without, _ = plain(ids)
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5, rtol=0)  # the lean step too
@@ -111,12 +113,36 @@ def test_past_max_len_the_model_still_knows_the_notes_struck_before_its_context(
     assert expected.count[0, 60] > 0 or (out == V.NOTE_OFF_OFFSET + 60).any()
 
 
-def test_adding_the_input_to_a_model_folder_keeps_its_outputs(tmp_path):
-    m = model(state_features=False)
-    save_model_dir(m, tmp_path / "m", {"step": 7})
+def test_the_logit_bias_is_what_its_weights_say():
+    ids = torch.tensor([[V.NOTE_ON_OFFSET + 60, V.NOTE_ON_OFFSET + 64, V.TIME_SHIFT_OFFSET + 49]])  # 0.5 s
+    feats, _ = state.advance(ids, state.silence(1))
+    w = torch.tensor([-0.05, 0.01, 0.002, -0.03, 0.004])
+    bias = state.logit_bias(feats, w)[0, -1] / state.BIAS_SCALE
+    busy = math.log1p(2)
+    assert bias.shape == (V.VOCAB_SIZE,)
+    assert bias[V.NOTE_OFF_OFFSET + 61] == pytest.approx(-0.05 + 0.002 * busy)  # a silent pitch's off
+    assert bias[V.NOTE_OFF_OFFSET + 60] == pytest.approx(0.01 * math.log1p(0.5) + 0.002 * busy)
+    assert bias[V.NOTE_ON_OFFSET + 64] == pytest.approx(-0.03 + 0.004 * busy)
+    assert bias[V.NOTE_ON_OFFSET + 65] == pytest.approx(0.004 * busy)
+    assert not bias[:V.NOTE_ON_OFFSET].any() and not bias[V.TIME_SHIFT_OFFSET:].any()
+
+
+def test_a_state_bias_needs_the_state_input():
+    with pytest.raises(ValueError, match="state_features"):
+        TransformerConfig(state_features=False, state_logits=True)
+
+
+@pytest.mark.parametrize("had_input", [False, True])
+def test_adding_the_input_to_a_model_folder_keeps_its_outputs_and_dtype(tmp_path, had_input):
+    m = model(state_features=had_input, state_logits=False)
+    save_model_dir(m, tmp_path / "m", {"step": 7}, dtype=torch.float16)
+    m, _ = load_model_dir(tmp_path / "m")  # the fp16 weights, as the grown folder will hold them
     assert add_state_features(tmp_path / "m") and not add_state_features(tmp_path / "m")
     grown, meta = load_model_dir(tmp_path / "m")
-    assert grown.cfg.state_features and meta["step"] == 7 and not grown.wse.weight.any()
+    assert grown.cfg.state_features and grown.cfg.state_logits and meta["step"] == 7
+    assert not grown.state_bias.any() and (had_input or not grown.wse.weight.any())
+    from safetensors.torch import load_file
+    assert {t.dtype for t in load_file(str(tmp_path / "m" / "model.safetensors")).values()} == {torch.float16}
     ids = events(2, 40, seed=3)
     with torch.no_grad():
         assert torch.allclose(grown(ids)[0], m(ids)[0], atol=1e-6)

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import state
+
 
 class KVCache:
     """Preallocated keys/values for one layer: (B, H, capacity, Dh)."""
@@ -65,12 +67,16 @@ def step(model: nn.Module, idx: torch.Tensor, caches: Caches) -> torch.Tensor:
     x = F.embedding(idx[:, 0], model.wte.weight)
     if model.wpe is not None:
         x = x + model.wpe.weight[p]
-    if model.wse is not None:
-        x = x + F.linear(model.sounding_features(idx, caches)[:, 0].to(x.dtype), model.wse.weight)
+    feats = model.sounding_features(idx, caches)[:, 0] if model.wse is not None else None
+    if feats is not None:
+        x = x + F.linear(feats.to(x.dtype), model.wse.weight)
     for block, cache in zip(model.blocks, caches):
         x = _layer(block, cache, x, B, D, H, hd)
     x = F.layer_norm(x, (D,), model.ln_f.weight, model.ln_f.bias)
-    return F.linear(x, model.head.weight, model.head.bias).unsqueeze(1)
+    logits = F.linear(x, model.head.weight, model.head.bias)
+    if model.state_bias is not None:
+        logits = logits + state.logit_bias(feats, model.state_bias, cfg.vocab_size).to(logits.dtype)
+    return logits.unsqueeze(1)
 
 
 def _layer(block: nn.Module, cache: KVCache, x: torch.Tensor, B: int, D: int, H: int, hd: int) -> torch.Tensor:

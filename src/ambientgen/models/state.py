@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from ..vocab import (
     NOTE_OFF_OFFSET,
@@ -27,9 +28,12 @@ from ..vocab import (
     STEPS_PER_SECOND,
     TIME_SHIFT_OFFSET,
     VELOCITY_OFFSET,
+    VOCAB_SIZE,
 )
 
 NUM_FEATURES = 2 * NUM_PITCHES  # sounding (0/1) and log(1 + seconds sounding), per pitch
+NUM_BIAS_WEIGHTS = 5  # logit_bias's weights
+BIAS_SCALE = 100.0  # the weights act multiplied by this, so that a fine-tuning learning rate moves them in steps
 
 
 class Sounding(NamedTuple):
@@ -70,3 +74,20 @@ def advance(idx: torch.Tensor, state: Sounding) -> tuple[torch.Tensor, Sounding]
     seconds = torch.where(sounding, now.unsqueeze(-1) - start, 0).float() / STEPS_PER_SECOND
     feats = torch.cat([sounding.float(), torch.log1p(seconds)], -1)
     return feats, Sounding(count[:, -1], start[:, -1], now[:, -1])
+
+
+def logit_bias(feats: torch.Tensor, weights: torch.Tensor, vocab_size: int = VOCAB_SIZE) -> torch.Tensor:
+    """A bias (B, L, vocab_size) on the NOTE_ON and NOTE_OFF logits from the sounding-notes features.
+
+    The same five weights for every pitch (transposition changes nothing): for NOTE_OFF of pitch p,
+    ``w0 (1 - sounding_p) + w1 log(1 + seconds_p) + w2 log(1 + notes sounding)``; for NOTE_ON of p,
+    ``w3 sounding_p + w4 log(1 + notes sounding)``. The input alone (``wse``) has to pass through every layer to
+    tell the head that an off of a silent pitch never occurs and that a note held long is likely to end; a model
+    fine-tuned for a few hundred steps learns that slowly, and its notes are left held. Here it is a handful of
+    weights, learned from the data like the rest (zero at first: no bias)."""
+    w = weights.to(feats.dtype) * BIAS_SCALE
+    sounding, held = feats[..., :NUM_PITCHES], feats[..., NUM_PITCHES:]
+    busy = torch.log1p(sounding.sum(-1, keepdim=True))
+    on = w[3] * sounding + w[4] * busy
+    off = w[0] * (1 - sounding) + w[1] * held + w[2] * busy
+    return F.pad(torch.cat([on, off], -1), (NOTE_ON_OFFSET, vocab_size - TIME_SHIFT_OFFSET))

@@ -57,6 +57,7 @@ class TransformerConfig:
     pad_id: int = 0
     eos_id: int = 1
     state_features: bool = False  # the sounding-notes state as an input (models/state.py); absent in older folders
+    state_logits: bool = False  # and as a bias on the note logits (state.logit_bias); needs state_features
 
     def __post_init__(self) -> None:
         if self.attention not in ("relative", "vanilla"):
@@ -68,6 +69,8 @@ class TransformerConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError("dropout must be in [0, 1)")
+        if self.state_logits and not self.state_features:
+            raise ValueError("state_logits needs state_features")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,7 +94,7 @@ CONFIGS: dict[str, dict] = {
     "base": dict(n_layer=6, n_head=8, d_model=512, d_ff=2048, max_len=2048, dropout=0.1),
 }
 for _c in CONFIGS.values():  # every new model follows the sounding notes; a folder's config.json says for itself
-    _c["state_features"] = True
+    _c["state_features"] = _c["state_logits"] = True
 
 
 def get_config(name: str, **overrides) -> TransformerConfig:
@@ -314,6 +317,7 @@ class MusicTransformer(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.attention == "vanilla" else None
         self.wse = nn.Linear(state.NUM_FEATURES, cfg.d_model, bias=False) if cfg.state_features else None
+        self.state_bias = nn.Parameter(torch.zeros(state.NUM_BIAS_WEIGHTS)) if cfg.state_logits else None
         self.drop = FastDropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
@@ -361,12 +365,15 @@ class MusicTransformer(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(past, past + L, device=idx.device))
-        if self.wse is not None:
-            x = x + self.wse(self.sounding_features(idx, caches).to(x.dtype))
+        feats = self.sounding_features(idx, caches) if self.wse is not None else None
+        if feats is not None:
+            x = x + self.wse(feats.to(x.dtype))
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, caches[i] if caches else None)
         logits = self.head(self.ln_f(x))
+        if self.state_bias is not None:
+            logits = logits + state.logit_bias(feats, self.state_bias, self.cfg.vocab_size).to(logits.dtype)
         loss = None
         if targets is not None:
             flat = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits

@@ -9,12 +9,13 @@ from .base import CONFIG_FILE, MODEL_FILE, check_model_dir
 from .transformer import MusicTransformer
 
 
-def model_tensors(model: MusicTransformer) -> dict[str, torch.Tensor]:
-    """The state dict as plain contiguous CPU tensors, without the tied output head (it is wte.weight)."""
+def model_tensors(model: MusicTransformer, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The state dict as plain contiguous CPU tensors (in ``dtype`` if given), without the tied output head (it is
+    wte.weight)."""
     sd = model.state_dict()
     if model.cfg.tie_embeddings:
         sd.pop("head.weight", None)
-    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    return {k: v.detach().to("cpu", dtype=dtype or v.dtype).contiguous() for k, v in sd.items()}
 
 
 def load_tensors_into(model: MusicTransformer, tensors: dict[str, torch.Tensor], source: str = "weights") -> None:
@@ -38,8 +39,10 @@ def load_tensors_into(model: MusicTransformer, tensors: dict[str, torch.Tensor],
     model.load_state_dict(tensors, strict=False)
 
 
-def save_model_dir(model: MusicTransformer, out_dir, meta: dict | None = None) -> None:
-    """Write out_dir/model.safetensors and out_dir/config.json ({"model": config, **meta}) atomically."""
+def save_model_dir(model: MusicTransformer, out_dir, meta: dict | None = None,
+                   dtype: torch.dtype | None = None) -> None:
+    """Write out_dir/model.safetensors (in ``dtype`` if given) and out_dir/config.json ({"model": config, **meta})
+    atomically."""
     from pathlib import Path
 
     from safetensors.torch import save_file
@@ -48,7 +51,7 @@ def save_model_dir(model: MusicTransformer, out_dir, meta: dict | None = None) -
 
     out_dir = Path(out_dir)
     with atomic_path(out_dir / MODEL_FILE) as tmp:
-        save_file(model_tensors(model), str(tmp), metadata={"format": "pt"})
+        save_file(model_tensors(model, dtype), str(tmp), metadata={"format": "pt"})
     write_json(out_dir / CONFIG_FILE, {"model": model.cfg.to_dict(), **(meta or {})})
 
 
@@ -77,14 +80,19 @@ def load_model_dir(model_dir, device: str | torch.device = "cpu") -> tuple[Music
 
 
 def add_state_features(model_dir) -> bool:
-    """Give a model folder the sounding-notes input (models/state.py) in place, its weights zero, so the model
-    computes what it did before and training can learn to use it; False if it has the input already."""
+    """Give a model folder the sounding-notes input and logit bias (models/state.py) in place, their weights zero,
+    so the model computes what it did before and training can learn to use them; False if it has both already."""
     from dataclasses import replace
+    from pathlib import Path
+
+    from safetensors import safe_open
 
     old, meta = load_model_dir(model_dir)
-    if old.cfg.state_features:
+    if old.cfg.state_features and old.cfg.state_logits:
         return False
-    model = MusicTransformer(replace(old.cfg, state_features=True))
-    model.load_state_dict(old.state_dict(), strict=False)  # everything but wse, which starts at zero
-    save_model_dir(model, model_dir, {k: v for k, v in meta.items() if k != "model"})
+    with safe_open(str(Path(model_dir) / MODEL_FILE), "pt") as f:  # stored as it was: the shipped base is fp16
+        dtype = f.get_tensor(next(iter(f.keys()))).dtype
+    model = MusicTransformer(replace(old.cfg, state_features=True, state_logits=True))
+    model.load_state_dict(old.state_dict(), strict=False)  # everything but what is new, which starts at zero
+    save_model_dir(model, model_dir, {k: v for k, v in meta.items() if k != "model"}, dtype)
     return True

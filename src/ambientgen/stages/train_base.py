@@ -100,7 +100,7 @@ def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | Non
             raise StageError(None, "--warm-start needs the shipped base model, and this install has none")
         shutil.copytree(shipped, init, dirs_exist_ok=True)
         if add_state_features(init):
-            log.info("warm start: the shipped base gets the sounding-notes input, its weights zero")
+            log.info("warm start: the shipped base gets the sounding-notes input and note-logit bias, their weights zero")
         meta = json.loads((init / "config.json").read_text())
         runs = meta.get("runs") or [{"started": "earlier", "seconds": meta.get("train_seconds", 0),
                                      "to_step": meta.get("step", 0), "machine": "see the earlier record",
