@@ -13,13 +13,7 @@ from ambientgen.models.sampling import generate_tokens
 from ambientgen.models.transformer import MusicTransformer, TransformerConfig
 from ambientgen.models.weights import add_state_features, load_model_dir, save_model_dir
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def events(batch: int, length: int, seed: int = 0) -> torch.Tensor:
