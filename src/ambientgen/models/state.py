@@ -33,7 +33,7 @@ from ..vocab import (
 
 NUM_FEATURES = 2 * NUM_PITCHES  # sounding (0/1) and log(1 + seconds sounding), per pitch
 NUM_BIAS_WEIGHTS = 5  # logit_bias's weights
-BIAS_SCALE = 100.0  # the weights act multiplied by this, so that a fine-tuning learning rate moves them in steps
+BIAS_SCALE = 300.0  # the weights act multiplied by this, so that a fine-tuning learning rate moves them in steps
 
 
 class Sounding(NamedTuple):
