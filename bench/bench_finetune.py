@@ -15,6 +15,7 @@ goals hold.
   .venv/bin/python bench/bench_finetune.py --variants base,base-noreplay   # rehearsal against none
   .venv/bin/python bench/bench_finetune.py --minutes 2 --sets chorales --work runs/bench-ft
   .venv/bin/python bench/bench_finetune.py --regenerate --work runs/bench-ft   # the same models, decoding changed
+  .venv/bin/python bench/bench_finetune.py --variants scratch,base,dir --init-dir runs/old-base   # two bases
 """
 
 from __future__ import annotations
@@ -151,6 +152,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default="scratch,base,base-noreplay",
                     help=f"what to train: {', '.join(VARIANTS)} (base: with the shipped rehearsal windows)")
+    ap.add_argument("--init-dir", default=None, metavar="DIR",
+                    help="a base model folder to fine-tune as variant 'dir' (e.g. a train-base export, or an "
+                         "earlier shipped base, to compare with the shipped one in the same run)")
     ap.add_argument("--regenerate", action="store_true",
                     help="do not train: generate again from the models of --work's results.json and score them")
     args = ap.parse_args()
@@ -160,6 +164,8 @@ def main() -> None:
 
     os.environ.setdefault("AMBIENTGEN_NO_PROGRESS", "1")
     torch.set_num_threads(args.threads)
+    if args.init_dir:
+        VARIANTS["dir"] = {"init": str(Path(args.init_dir).resolve())}
     work = Path(args.work)
     before = json.loads((work / "results.json").read_text()) if args.regenerate else {}
     results = {}

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -181,9 +182,11 @@ def render_sequence(ns, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -
 
 def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds: float | None = 30.0,
                  family: str = "struck", name: str | None = None, sample_rate: int = SAMPLE_RATE,
-                 features: bool = True, cache_dir: str | Path | None = None) -> Path:
+                 features: bool = True, cache_dir: str | Path | None = None,
+                 keep: Callable[[str], bool] | None = None) -> Path:
     """Render one example of `work` (a corpus path or work id) into dest_dir; returns its .wav path
-    (.mid, .json and, with `features`, .npz beside it)."""
+    (.mid, .json and, with `features`, .npz beside it). ``keep`` narrows the pieces of a tune book
+    (synth_sources.load_piece)."""
     import note_seq
     import soundfile as sf
 
@@ -197,7 +200,7 @@ def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds:
     wid = work_id(path)
     name = name or f"{safe_stem(wid)}-{seed}"
     rng = np.random.default_rng(seed)
-    ns = load_piece(path, Path(cache_dir) if cache_dir else dest_dir / "_scores", rng)
+    ns = load_piece(path, Path(cache_dir) if cache_dir else dest_dir / "_scores", rng, keep)
     parts, top = _parts(ns)
     aug = Augment.draw(rng, len(parts), top, family)
     labels, perf = augment_sequence(ns, aug, max_seconds)
@@ -225,7 +228,7 @@ def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds:
     return dest_dir / f"{name}.wav"
 
 
-def _plan(split: str, count: int, seed: int, families: dict[str, float], kinds: dict[str, float]):
+def plan_examples(split: str, count: int, seed: int, families: dict[str, float], kinds: dict[str, float]):
     """(work path, family, seed) for `count` examples: kinds and families drawn by weight, works at random."""
     rng = np.random.default_rng(seed)
     pools = {k: works_of(k, split) for k in kinds}
@@ -245,7 +248,7 @@ def make_dataset(dest_dir: str | Path, split: str = "train", count: int = 200, m
     interrupted run resumes; a work that cannot be rendered is logged and skipped. Returns the .npz paths."""
     dest_dir = Path(dest_dir)
     made: list[Path] = []
-    plan = list(_plan(split, count, seed, families or TRAIN_FAMILY_WEIGHTS, TRAIN_KIND_WEIGHTS))
+    plan = list(plan_examples(split, count, seed, families or TRAIN_FAMILY_WEIGHTS, TRAIN_KIND_WEIGHTS))
     for path, family, s in progress(plan, f"render {split}", unit="piece"):
         name = f"{safe_stem(work_id(path))}-{s}"
         if not (dest_dir / f"{name}.json").exists():

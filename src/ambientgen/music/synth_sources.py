@@ -14,6 +14,7 @@ once, into a cache folder, so an interrupted rendering run resumes without parsi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -117,9 +118,14 @@ def pieces_of(path: Path, cache_dir: Path) -> list[Path]:
     return found
 
 
-def load_piece(path: Path, cache_dir: Path, rng: np.random.Generator):
-    """One performed piece of a corpus file (a random tune of a tune book), accompanied when it has one part."""
+def load_piece(path: Path, cache_dir: Path, rng: np.random.Generator, keep: Callable[[str], bool] | None = None):
+    """One performed piece of a corpus file (a random tune of a tune book), accompanied when it has one part;
+    ``keep`` (given a piece's path below cache_dir) narrows the choice, e.g. to another model's training split."""
     pieces = pieces_of(path, cache_dir)
+    if keep is not None:
+        pieces = [p for p in pieces if keep(p.relative_to(cache_dir).as_posix())]
+        if not pieces:
+            raise StageError(path, "no piece of this corpus file may be used here")
     ns = load_midi(pieces[int(rng.integers(len(pieces)))], allow_empty=True)
     if len({n.instrument for n in ns.notes}) == 1:
         ns = accompany(ns, rng)

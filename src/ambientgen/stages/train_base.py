@@ -37,6 +37,7 @@ EXAMPLES = """
   ambientgen train-base runs/base --export src/ambientgen/assets/base-model
   ambientgen train-base runs/base2 --warm-start --minutes 75   # improve the shipped base further
   ambientgen train-base /tmp/b --collections bach --minutes 2   # a quick look on one collection
+  ambientgen train-base runs/heard --warm-start --heard 700 --steps 1800 --minutes 70   # learn the transcriber's ear
 """
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ BASE_CONFIG = "medium"
 BASE_TRANSPOSE = (-3, -2, -1, 0, 1, 2, 3)
 BASE_STRETCH = (0.95, 1.0, 1.05)
 RUNS_FILE = "runs.json"  # one entry per training session: seconds, steps, machine
+HEARD_DIR = "heard-midi"
+HEARD_REPLAY = 0.5  # share of each batch rehearsing the shipped corpus windows while training on heard pieces
 
 
 def machine() -> str:
@@ -59,22 +62,34 @@ def machine() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, {threads} torch threads"
 
 
-def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, limit: int | None) -> dict:
-    """Steps 1 and 2; the data set is rebuilt only when the converted corpus changed."""
-    from ..music.corpus import build_corpus_midi
+def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, limit: int | None,
+                  heard: int = 0) -> dict:
+    """Steps 1 and 2; the data set is rebuilt only when its input changed. With ``heard`` pieces, the input is
+    the corpus as the transcriber hears it (stages.heard_corpus) instead of the converted scores."""
     from .make_dataset import DatasetOptions, make_dataset
 
-    tally = build_corpus_midi(out / "corpus-midi", jobs=jobs, limit=limit, collections=collections)
-    print(f"corpus: {tally['pieces']:,} pieces from {tally['files']:,} files, {tally['notes']:,} notes, "
-          f"{tally['hours']:,} hours; {tally['failed']} could not be read")
-    stamp = out / "dataset" / "corpus.json"
+    if heard:
+        from .heard_corpus import MANIFEST, build_heard_midi
+
+        src, manifest = out / HEARD_DIR, MANIFEST
+        tally = build_heard_midi(src, heard, jobs)
+        print(f"heard corpus: {tally['pieces']:,} pieces of {tally['works']:,} works, {tally['notes']:,} notes, "
+              f"{tally['hours']:,} hours; {tally['failed']} could not be used")
+    else:
+        from ..music.corpus import build_corpus_midi
+
+        src, manifest = out / "corpus-midi", "corpus.json"
+        tally = build_corpus_midi(src, jobs=jobs, limit=limit, collections=collections)
+        print(f"corpus: {tally['pieces']:,} pieces from {tally['files']:,} files, {tally['notes']:,} notes, "
+              f"{tally['hours']:,} hours; {tally['failed']} could not be read")
+    stamp = out / "dataset" / manifest
     summary_path = out / "dataset" / "summary.json"
     if summary_path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("pieces") == tally["pieces"]:
         return json.loads(summary_path.read_text())
     opts = DatasetOptions(max_events=2048, eval_percent=5.0, test_percent=0.0, stretch=BASE_STRETCH,
                           transpose=BASE_TRANSPOSE, jobs=jobs, cache_dir=None)
-    summary = make_dataset(out / "corpus-midi", out / "dataset", opts)
-    shutil.copyfile(out / "corpus-midi" / "corpus.json", stamp)
+    summary = make_dataset(src, out / "dataset", opts)
+    shutil.copyfile(src / manifest, stamp)
     sp = summary["splits"]
     print(f"data set: train {sp['train']['files']:,} pieces / {sp['train']['tokens']:,} tokens (augmented), "
           f"eval {sp['eval']['files']:,} pieces / {sp['eval']['tokens']:,} tokens")
@@ -84,7 +99,8 @@ def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, lim
 WARM_START_LR, WARM_START_STEPS = 3e-4, 2000  # the from-scratch schedule's rate near its step 2,000
 
 
-def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | None, lr: float | None):
+def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | None, lr: float | None,
+                replay: float = 0.0):
     """Options that continue from the shipped base: its weights (copied into OUT/init, so a later export does not
     move a resumed run's starting point), a fresh optimizer, a short warm-up and a cosine decay over ``steps``.
     The shipped model's own sessions open OUT/runs.json, so the record keeps the whole history."""
@@ -109,27 +125,34 @@ def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | Non
             write_json(out / RUNS_FILE, runs)
     return TrainOptions(config=config, init=str(init), batch_size=batch_size or 16, steps=steps or WARM_START_STEPS,
                         lr=lr or WARM_START_LR, warmup=50, schedule="cosine", eval_every=200, checkpoint_every=200,
-                        patience=0, replay=0.0, dropout=0.0, eval_windows=128)
+                        patience=0, replay=replay, dropout=0.0, eval_windows=128)
 
 
 def train_base(out: str | Path, minutes: float | None = None, steps: int | None = None, config: str = BASE_CONFIG,
                jobs: int = 2, collections: tuple[str, ...] | None = None, limit: int | None = None,
                batch_size: int | None = None, device: str = "auto", warm_start: bool = False,
-               lr: float | None = None):
+               lr: float | None = None, heard: int = 0):
     """Build (or reuse) the corpus data set and train (or resume) the base model in OUT/model: from scratch, or
-    (``warm_start``) from the shipped base's weights."""
+    (``warm_start``) from the shipped base's weights. ``heard`` pieces (a warm start only) train on the corpus as
+    the transcriber hears it, half of each batch rehearsing the shipped corpus windows."""
     from dataclasses import replace
 
     from .train import TrainOptions, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    build_dataset(out, jobs, collections, limit)
+    heard = heard or _heard_count(out)
+    if heard and not (warm_start or (out / "init" / "model.safetensors").is_file()):
+        raise StageError(out, "--heard continues the shipped base: add --warm-start")
+    build_dataset(out, jobs, collections, limit, heard)
     model_dir = out / "model"
     resume = (model_dir / "checkpoints").is_dir() and any((model_dir / "checkpoints").glob("step-*"))
     if warm_start or (out / "init" / "model.safetensors").is_file():
-        opts = _warm_start(out, config, batch_size, steps, lr)
+        opts = _warm_start(out, config, batch_size, steps, lr, HEARD_REPLAY if heard else 0.0)
         schedule = f"warm start from the shipped base, cosine from {opts.lr:g} over {opts.steps:,} steps"
+        if heard:
+            schedule += (f", on the heard corpus (--heard {heard:,}) with {HEARD_REPLAY:.0%} of each batch from "
+                         "the shipped corpus windows")
     else:
         opts = TrainOptions(config=config, steps=steps, batch_size=batch_size, lr=lr, schedule="inverse-sqrt",
                             dropout=0.0, eval_windows=128, init="scratch")
@@ -144,6 +167,21 @@ def train_base(out: str | Path, minutes: float | None = None, steps: int | None 
                  "tokens_per_s": round(res.tokens_per_s, 1), "schedule": schedule})
     write_json(runs_path, runs)
     return res
+
+
+def _heard_tally(out: Path) -> dict:
+    from .heard_corpus import MANIFEST
+
+    t = json.loads((out / HEARD_DIR / MANIFEST).read_text())
+    return {k: t[k] for k in ("pieces", "works", "notes", "hours", "families")}
+
+
+def _heard_count(out: Path) -> int:
+    """The heard pieces an earlier session of OUT asked for (0 when it trained on the scores)."""
+    from .heard_corpus import MANIFEST
+
+    path = out / HEARD_DIR / MANIFEST
+    return int(json.loads(path.read_text())["requested"]) if path.is_file() else 0
 
 
 def _curve(metrics: Path, points: int = 16) -> list[dict]:
@@ -165,7 +203,9 @@ def export_base(out: str | Path, dest: str | Path) -> Path:
     meta = json.loads((model_dir / "config.json").read_text())
     tensors = {k: v.to(torch.float16).contiguous() for k, v in load_file(str(model_dir / "model.safetensors")).items()}
     summary = json.loads((out / "dataset" / "summary.json").read_text())
-    corpus = json.loads((out / "corpus-midi" / "corpus.json").read_text())
+    heard = _heard_count(out)
+    init = json.loads((out / "init" / "config.json").read_text()) if heard else {}
+    corpus = None if heard else json.loads((out / "corpus-midi" / "corpus.json").read_text())
     runs = json.loads((out / RUNS_FILE).read_text()) if (out / RUNS_FILE).is_file() else []
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest / "model.safetensors") as tmp:
@@ -177,25 +217,31 @@ def export_base(out: str | Path, dest: str | Path) -> Path:
         "eval_accuracy": meta.get("eval_accuracy"), "first_tokens": meta.get("first_tokens", {}),
         "weights_dtype": "float16", "train_seconds": round(sum(r["seconds"] for r in runs), 1), "runs": runs,
         "data": {"pieces": corpus["pieces"], "notes": corpus["notes"], "hours": corpus["hours"],
-                 "train_tokens": sp["train"]["tokens"], "eval_tokens": sp["eval"]["tokens"]},
+                 "train_tokens": sp["train"]["tokens"], "eval_tokens": sp["eval"]["tokens"]} if corpus else
+        {**init["data"], "heard": {**_heard_tally(out), "train_tokens": sp["train"]["tokens"],
+                                   "eval_tokens": sp["eval"]["tokens"]}},
     }
     if (model_dir / "primers.json").is_file():
         shutil.copyfile(model_dir / "primers.json", dest / "primers.json")
-    shipped["replay"] = write_replay(out / "dataset", dest / REPLAY_FILE, length=meta["model"]["max_len"] + 1)
+    shipped["replay"] = write_replay(out / "dataset", dest / REPLAY_FILE, length=meta["model"]["max_len"] + 1,
+                                     keep_from=out / "init" if heard else None)
     shipped["note_seconds"] = note_seconds(load_replay(dest, meta["model"]["vocab_size"], meta["model"]["pad_id"]))
     write_json(dest / "config.json", shipped)
     with atomic_path(dest / "TRAINING.md") as tmp:
-        tmp.write_text(training_md(shipped, corpus, summary, runs, _curve(model_dir / "metrics.csv")))
+        data = corpus_md(corpus, summary) if corpus else heard_md(shipped["data"]["heard"], summary, out / "init")
+        tmp.write_text(training_md(shipped, data, runs, _curve(model_dir / "metrics.csv")))
     print(f"{dest}: {sum(t.numel() for t in tensors.values()) / 1e6:.2f}M parameters, "
           f"{(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB, eval NLL {meta.get('eval_nll')}")
     return dest
 
 
 def write_replay(dataset_dir: Path, dest: Path, count: int = REPLAY_WINDOWS, length: int = 513,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, keep_from: Path | None = None) -> dict:
     """A rehearsal set for fine-tuning: ``count`` random windows of the corpus's training split (int16 ids,
     PAD after a short piece's end), so that fine-tuning on a user's few pieces keeps seeing the music the base
-    learned from and does not unlearn what it knew (how to end notes, above all)."""
+    learned from and does not unlearn what it knew (how to end notes, above all). ``keep_from`` (a model folder
+    with a rehearsal set of the same length) keeps the first half of its windows, as a heard session's batches
+    mixed the shipped windows with the heard ones."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -206,24 +252,30 @@ def write_replay(dataset_dir: Path, dest: Path, count: int = REPLAY_WINDOWS, len
     rng = np.random.Generator(np.random.PCG64(seed))
     lengths = np.array([len(p) for p in pieces], dtype=np.float64)
     out = np.full((count, length), perf.PAD_ID, dtype=np.int16)
-    for row, i in enumerate(rng.choice(len(pieces), size=count, p=lengths / lengths.sum())):
+    kept = 0
+    if keep_from is not None:
+        from safetensors.numpy import load_file
+
+        old = load_file(str(keep_from / REPLAY_FILE))["tokens"]
+        if old.shape[1] != length:
+            raise StageError(keep_from / REPLAY_FILE, f"rehearsal windows of {old.shape[1]} tokens, not {length}")
+        kept = min(count // 2, len(old))
+        out[:kept] = old[:kept]
+    for row, i in enumerate(rng.choice(len(pieces), size=count - kept, p=lengths / lengths.sum()), kept):
         p = pieces[i]
         start = int(rng.integers(0, max(1, len(p) - length + 1)))
         w = p[start:start + length]
         out[row, :len(w)] = w
     with atomic_path(dest) as tmp:
         save_file({"tokens": out}, str(tmp), metadata={"what": "corpus training windows for rehearsal"})
-    return {"windows": count, "length": length, "tokens": int((out != perf.PAD_ID).sum()), "seed": seed}
+    return {"windows": count, "length": length, "tokens": int((out != perf.PAD_ID).sum()), "seed": seed,
+            "kept": kept}
 
 
-def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], curve: list[dict]) -> str:
-    """The base model's training record, as Markdown."""
-    m = shipped["model"]
+def corpus_md(corpus: dict, summary: dict) -> list[str]:
+    """The data section of a session that trained on the converted scores."""
     sp = summary["splits"]
     lines = [
-        "# The base Music Transformer: training record", "",
-        "Made by `ambientgen train-base OUT` (rerun to continue) and `ambientgen train-base OUT --export "
-        "src/ambientgen/assets/base-model`. `ambientgen train` fine-tunes it by default (`--init base`).", "",
         "## Data: the music21 corpus", "",
         f"{corpus['pieces']:,} pieces (scores, and every tune of the ABC tune books) from {corpus['files']:,} files: "
         f"{corpus['notes']:,} notes, {corpus['hours']:,} hours; {corpus['failed']} pieces music21 could not read.", "",
@@ -242,6 +294,44 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
         "| split | pieces | notes | tokens |", "|---|---:|---:|---:|",
         f"| train | {sp['train']['files']:,} | {sp['train']['notes']:,} | {sp['train']['tokens']:,} (augmented) |",
         f"| eval | {sp['eval']['files']:,} | {sp['eval']['notes']:,} | {sp['eval']['tokens']:,} |", "",
+    ]
+    return lines
+
+
+def heard_md(heard: dict, summary: dict, init: Path) -> list[str]:
+    """The data section of a heard session: the corpus the init model was trained on (its own record), then the
+    heard pieces."""
+    earlier = (init / "TRAINING.md").read_text()
+    if "## Data" in earlier and "## Model and training" in earlier:
+        earlier = earlier[earlier.index("## Data"):earlier.index("## Model and training")].rstrip()
+        earlier = earlier.replace("## Data:", "## Data of the earlier sessions:", 1)
+    else:
+        earlier = "## Data of the earlier sessions\n\nSee the init model's own TRAINING.md."
+    sp = summary["splits"]
+    fams = ", ".join(f"{k} {v:,}" for k, v in sorted(heard["families"].items()))
+    return [earlier, "", "## Data of the latest session: the corpus as the transcriber hears it", "",
+            f"{heard['pieces']:,} pieces of {heard['works']:,} corpus works ({heard['hours']:,} hours, "
+            f"{heard['notes']:,} transcribed notes), each rendered in a timbre family of the transcriber's training "
+            f"data ({fams}), through a room, EQ, noise and MP3, and transcribed by the default backend "
+            "(`stages/heard_corpus.py`). None of them is a held-out piece of the corpus split above, a work held "
+            "out from the transcriber, or one of the demo's chorales. Half of every batch rehearsed the init "
+            "model's corpus windows.",
+            f"Augmentation (train only): stretch {summary['settings']['stretch']} x transposition "
+            f"{summary['settings']['transpose']}; held out by a stable hash of the file name: "
+            f"{summary['settings']['eval_percent']:g}% (the eval NLL below is on them).", "",
+            "| split | pieces | notes | tokens |", "|---|---:|---:|---:|",
+            f"| train | {sp['train']['files']:,} | {sp['train']['notes']:,} | {sp['train']['tokens']:,} (augmented) |",
+            f"| eval | {sp['eval']['files']:,} | {sp['eval']['notes']:,} | {sp['eval']['tokens']:,} |", ""]
+
+
+def training_md(shipped: dict, data: list[str], runs: list[dict], curve: list[dict]) -> str:
+    """The base model's training record, as Markdown."""
+    m = shipped["model"]
+    lines = [
+        "# The base Music Transformer: training record", "",
+        "Made by `ambientgen train-base OUT` (rerun to continue) and `ambientgen train-base OUT --export "
+        "src/ambientgen/assets/base-model`. `ambientgen train` fine-tunes it by default (`--init base`).", "",
+        *data,
         "## Model and training", "",
         f"Config `{shipped['config_name']}`: {m['n_layer']} layers, d_model {m['d_model']}, {m['n_head']} heads, "
         f"d_ff {m['d_ff']}, context {m['max_len']} tokens, {m['attention']} attention; trained with dropout 0, "
@@ -266,10 +356,12 @@ def training_md(shipped: dict, corpus: dict, summary: dict, runs: list[dict], cu
               f"(accuracy {shipped['eval_accuracy']:.3f}).", ""]
     if shipped.get("replay"):
         r = shipped["replay"]
+        kept = (f" ({r['kept']:,} of them kept from the init model's rehearsal set, the rest from the heard "
+                "pieces)") if r.get("kept") else ""
         lines += ["## Rehearsal set", "", f"`{REPLAY_FILE}`: {r['windows']:,} random windows of {r['length']} tokens "
-                  f"from the training split ({r['tokens']:,} tokens, seed {r['seed']}). Fine-tuning mixes them into "
-                  "its batches (`ambientgen train --replay`), so that a few of the user's pieces do not make the "
-                  "model forget the rest of music.", ""]
+                  f"from the training split{kept} ({r['tokens']:,} tokens, seed {r['seed']}). Fine-tuning mixes "
+                  "them into its batches (`ambientgen train --replay`), so that a few of the user's pieces do not "
+                  "make the model forget the rest of music.", ""]
     if shipped.get("note_seconds"):
         n = shipped["note_seconds"]
         lines += [f"Note lengths in these windows (`note_seconds` in config.json, what `generate`'s hold guard goes "
@@ -294,6 +386,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from the shipped base's weights (fresh optimizer, cosine decay from --lr over "
                         f"--steps, defaults {WARM_START_LR:g} and {WARM_START_STEPS:,}) instead of from scratch")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--heard", type=int, default=0, metavar="N",
+                   help="with --warm-start: train on N corpus pieces rendered and transcribed by the default "
+                        "transcriber (what a user's data looks like), rehearsing the shipped corpus windows")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="do not train: write OUTPUT_DIR's model in shipped form into DIR")
 
@@ -310,6 +405,6 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     colls = tuple(c.strip() for c in args.collections.split(",") if c.strip()) if args.collections else None
     res = train_base(args.output_dir, args.minutes, args.steps, args.config, args.jobs, colls, args.limit,
-                     args.batch_size, args.device, args.warm_start, args.lr)
+                     args.batch_size, args.device, args.warm_start, args.lr, args.heard)
     print(f"{res.out_dir}: step {res.step}, eval NLL {res.eval_nll}, best step {res.best_step}")
     return 143 if res.interrupted else 0
