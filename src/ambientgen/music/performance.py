@@ -248,9 +248,12 @@ def event_type_counts(ids: Sequence[int] | np.ndarray) -> dict[str, Any]:
 
 
 def note_seconds(pieces: Sequence[np.ndarray], limit: int = 400) -> dict[str, float] | None:
-    """Percentiles of note length (seconds) in event sequences (the first ``limit`` of them), for the model's
-    config.json: what a held note looks like in the music it learned from. None when they hold no notes."""
-    lengths = [(stop - start) / STEPS_PER_SECOND for ids in pieces[:limit]
+    """Percentiles of note length (seconds) in event sequences (``limit`` of them, evenly spread, so that a set
+    made of parts in turn is measured as a whole), for the model's config.json: what a held note looks like in the
+    music it learned from. None when they hold no notes."""
+    if len(pieces) > limit:
+        pieces = [pieces[int(i)] for i in np.linspace(0, len(pieces) - 1, limit)]
+    lengths = [(stop - start) / STEPS_PER_SECOND for ids in pieces
                for _, start, stop, _ in _note_spans(ids)[0]]  # ended notes only: a window cuts the others
     if not lengths:
         return None

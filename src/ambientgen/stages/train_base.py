@@ -304,7 +304,8 @@ def heard_md(heard: dict, summary: dict, init: Path) -> list[str]:
     earlier = (init / "TRAINING.md").read_text()
     if "## Data" in earlier and "## Model and training" in earlier:
         earlier = earlier[earlier.index("## Data"):earlier.index("## Model and training")].rstrip()
-        earlier = earlier.replace("## Data:", "## Data of the earlier sessions:", 1)
+        earlier = earlier.replace("## Data:", "## Data of the earlier sessions:", 1).replace(
+            "## Data of the latest session:", "## Data of an earlier session:")
     else:
         earlier = "## Data of the earlier sessions\n\nSee the init model's own TRAINING.md."
     sp = summary["splits"]
