@@ -37,7 +37,7 @@ EXAMPLES = """
   ambientgen train-base runs/base --export src/ambientgen/assets/base-model
   ambientgen train-base runs/base2 --warm-start --minutes 75   # improve the shipped base further
   ambientgen train-base /tmp/b --collections bach --minutes 2   # a quick look on one collection
-  ambientgen train-base runs/heard --warm-start --heard 700 --steps 1800 --minutes 70   # learn the transcriber's ear
+  ambientgen train-base runs/heard --warm-start --heard 1500 --steps 2900 --minutes 72   # learn the transcriber's ear
 """
 log = logging.getLogger(__name__)
 
