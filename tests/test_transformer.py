@@ -283,13 +283,17 @@ def test_the_kernel_is_chosen_by_rule_not_by_a_timing():
     assert picks == {"chunked"}
 
 
-def test_chunked_attention_equals_explicit_forward_and_backward():
-    """Blocks of CHUNK queries, recomputed in backward, give the explicit kernel's outputs and gradients (fp32)."""
+@pytest.mark.parametrize("kept", [True, False])
+def test_chunked_attention_equals_explicit_forward_and_backward(kept):
+    """Blocks of CHUNK queries, their logits kept for backward or recomputed in it, give the explicit kernel's
+    outputs and gradients (fp32)."""
     import ambientgen.models.transformer as tm
 
-    cfg = TransformerConfig(**{**small_cfg().to_dict(), "max_len": tm.CHUNK_FROM + 40, "dropout": 0.0})
+    length = 3 * tm.CHUNK + 17 if kept else tm.RECOMPUTE_FROM + 17  # a last block shorter than the others
+    assert (length < tm.RECOMPUTE_FROM) == kept
+    cfg = TransformerConfig(**{**small_cfg().to_dict(), "max_len": length + 40, "dropout": 0.0})
     torch.manual_seed(0)
-    x = torch.randint(1, cfg.vocab_size, (2, tm.CHUNK_FROM + 17))  # a last block shorter than the others
+    x = torch.randint(1, cfg.vocab_size, (2, length + 1))
     results = {}
     for impl in ("explicit", "chunked"):
         torch.manual_seed(1)
@@ -314,3 +318,15 @@ def test_train_offers_every_attention_kernel():
     train = build_parser(only="train")._subparsers._group_actions[0].choices["train"]
     choices = next(a.choices for a in train._actions if a.dest == "attn_impl")
     assert tuple(choices) == ATTN_IMPLS
+
+
+def test_fast_dropout_drops_p_of_the_elements_and_rescales_the_rest():
+    from ambientgen.models.transformer import fast_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(1 << 20)
+    y = fast_dropout(x, 0.1)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.002  # 1M draws: the standard error is 0.0003
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    assert not torch.equal(fast_dropout(x, 0.1), y)  # a fresh mask each call

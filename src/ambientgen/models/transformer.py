@@ -8,7 +8,8 @@ the extra memory is O(L*D) for the embeddings plus the L x L logits that attenti
 Attention kernels (``attn_impl``):
 
 * ``explicit``: the textbook ``softmax((QK^T + S_rel) / sqrt(d)) V``.
-* ``chunked``: from L = 1024 the same, one block of 128 queries at a time, recomputed in backward: memory O(L),
+* ``chunked``: the same, one block of 128 queries at a time over the keys up to the block's last query, so the
+  future half of the logits is mostly never computed; from L = 1024 recomputed in backward: memory O(L),
   not O(L^2); shorter sequences run the explicit kernel.
 * ``sdpa``: ``F.scaled_dot_product_attention`` with the skewed relative logits as an additive float mask
   (the causal mask folded in), which uses PyTorch's fused kernels.
@@ -36,7 +37,8 @@ from .decode import Caches, KVCache
 
 ATTN_IMPLS = ("auto", "explicit", "chunked", "sdpa", "flex")
 CHUNK = 128  # query rows per block of the chunked kernel (64, 128, 256, 512 measured: 128 fastest on a CPU)
-CHUNK_FROM = 1024  # shorter sequences run the explicit kernel whole: with bf16 it is faster there (bench_attention)
+RECOMPUTE_FROM = 1024  # the chunked kernel keeps its blocks' logits for backward below this length (faster), and
+# recomputes them from it (memory O(L)): at 1024 keeping them trained x1.37 as fast in 1.6x the memory (RESULTS.md)
 
 
 @dataclass
@@ -105,15 +107,16 @@ def get_config(name: str, **overrides) -> TransformerConfig:
 
 
 def skew(qer: torch.Tensor) -> torch.Tensor:
-    """The paper's skewing: (..., L, L) logits with column c <-> distance L-1-c  ->  S_rel[i, j] = d(i - j).
+    """The paper's skewing, for Lq queries that are the last of Lk keys: (..., Lq, Lk) logits with column c <->
+    distance Lk-1-c  ->  S_rel[i, j] = d(i - j), row i shifted left by Lq-1-i.
 
-    Pad one column on the left, view as (L+1, L), drop the first row. Entries above the diagonal are
-    meaningless and must be masked by the caller.
+    Pad one column on the left and read the flat buffer from offset Lq: for Lq = Lk that is the paper's view as
+    (L+1, L) without its first row, and a block of queries after cached keys is the same copy, not a gather.
+    Entries above the diagonal are meaningless and must be masked by the caller.
     """
-    *lead, L, L2 = qer.shape
-    assert L == L2, "skew needs square logits"
+    *lead, lq, lk = qer.shape
     padded = F.pad(qer, (1, 0))
-    return padded.reshape(*lead, L + 1, L)[..., 1:, :]
+    return padded.flatten(-2)[..., lq:lq + lq * lk].unflatten(-1, (lq, lk))
 
 
 def rel_logits(q: torch.Tensor, er: torch.Tensor, past: int) -> torch.Tensor:
@@ -126,14 +129,9 @@ def rel_logits(q: torch.Tensor, er: torch.Tensor, past: int) -> torch.Tensor:
     lk = past + lq
     e = er[..., er.shape[-2] - lk:, :]  # distances lk-1 .. 0
     qer = q @ e.transpose(-1, -2)  # (B, H, Lq, Lk): column c <-> distance lk-1-c
-    if past == 0:
-        return skew(qer)
     if lq == 1:
         return qer  # the one query sits at position lk-1: column c is key c
-    # General case (a block of queries after cached keys): S[i, j] = qer[i, j + lq-1-i].
-    idx = torch.arange(lk, device=q.device)[None, :] + (lq - 1 - torch.arange(lq, device=q.device))[:, None]
-    idx = idx.clamp_max(lk - 1)
-    return qer.gather(-1, idx.expand(*qer.shape[:-2], lq, lk))
+    return skew(qer)
 
 
 _MASKS: dict[tuple, torch.Tensor] = {}
@@ -151,21 +149,22 @@ def _future_mask(lq: int, lk: int, device: torch.device) -> torch.Tensor:
 
 
 def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Dropout whose keep-mask comes from 64-bit random words cut into 16-bit lanes.
+    """Dropout whose mask comes from 64-bit random words cut into 16-bit lanes.
 
     Same distribution as F.dropout up to p's rounding to 1/65536, drawn from the same (seeded) torch
     generator, but about 2.5x faster on CPU, where per-element Bernoulli draws dominate a small model's
-    attention cost.
+    attention cost. ``masked_fill`` with the bool mask, not a product with it, so no float copy of the mask is made
+    in forward or backward.
     """
-    return x * keep_mask(x, p) * (1.0 / (1.0 - p))
+    return x.masked_fill(drop_mask(x, p), 0.0) * (1.0 / (1.0 - p))
 
 
-def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Bool tensor shaped like x, True with probability 1 - p (see fast_dropout)."""
+def drop_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Bool tensor shaped like x, True (dropped) with probability p (see fast_dropout)."""
     n = x.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2 ** 63, 2 ** 63 - 1)
     lanes = words.view(torch.int16)[:n].view(x.shape)
-    return lanes >= (-32768 + round(p * 65536))
+    return lanes < (-32768 + round(p * 65536))
 
 
 class FastDropout(nn.Dropout):
@@ -236,15 +235,16 @@ class Attention(nn.Module):
             if not self.relative and past == 0:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self._causal_bias(q, past), dropout_p=drop)
-        if impl == "chunked" and past == 0 and q.shape[-2] >= CHUNK_FROM:
+        if impl == "chunked" and past == 0 and q.shape[-2] > CHUNK:
             return self._chunked(q, k, v, drop)
         return self._explicit(q, k, v, past, drop)
 
     def _chunked(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop: float) -> torch.Tensor:
         """The explicit kernel one block of CHUNK queries at a time, each over the keys up to its last row (the
-        rest is the future), recomputed in backward: never more than CHUNK x L of logits are kept, so memory
-        grows with L, not L^2. A block's relative term is the cached-decoding case (queries after ``past``
-        keys); the dropout masks are redrawn identically in the recomputation (checkpoint keeps the RNG state)."""
+        rest is the future, so about half of the L x L logits are never computed). From RECOMPUTE_FROM the blocks
+        are recomputed in backward: never more than CHUNK x L of logits are kept, so memory grows with L, not
+        L^2. A block's relative term is the cached-decoding case (queries after ``past`` keys); the dropout masks
+        are redrawn identically in the recomputation (checkpoint keeps the RNG state)."""
         from torch.utils.checkpoint import checkpoint
 
         L = q.shape[-2]
@@ -252,25 +252,34 @@ class Attention(nn.Module):
         for i0 in range(0, L, CHUNK):
             i1 = min(L, i0 + CHUNK)
             qb, kb, vb = q[..., i0:i1, :], k[..., :i1, :], v[..., :i1, :]
-            if torch.is_grad_enabled():
+            if torch.is_grad_enabled() and L >= RECOMPUTE_FROM:
                 out.append(checkpoint(self._explicit, qb, kb, vb, i0, drop, use_reentrant=False))
             else:
                 out.append(self._explicit(qb, kb, vb, i0, drop))
         return torch.cat(out, dim=-2)
 
     def _explicit(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, drop: float) -> torch.Tensor:
-        """Queries at positions past..past+Lq-1 over keys 0..past+Lq-1: scale folded into q (L x Dh, not L x L),
-        in-place add and mask, the cheap dropout mask."""
+        """Queries at positions past..past+Lq-1 over keys 0..past+Lq-1, in as few passes over the Lq x Lk logits
+        as eager PyTorch allows: the scale folded into q (Lq x Dh, not Lq x Lk); the skewed relative term added by
+        the key product itself (``baddbmm`` reads the skewed view, no copy); the causal mask filled in place on
+        the last Lq keys only (the rest are all in the past); softmax in the logits' own dtype (under bf16
+        autocast it reads and writes bf16 and sums in fp32, where autocast would copy the logits to fp32 and
+        back); the cheap dropout mask, its 1/(1-p) applied to the Lq x Dh output."""
+        B, H, lq, hd = q.shape
+        lk = past + lq
         qs = q * (self.head_dim ** -0.5)
-        att = qs @ k.transpose(-1, -2)
+        kt = k.transpose(-1, -2)
         if self.relative:
-            att += rel_logits(qs, self.er.to(qs.dtype), past)
-        lq = q.shape[-2]
+            bias = rel_logits(qs, self.er.to(qs.dtype), past)
+            att = torch.baddbmm(bias.reshape(B * H, lq, lk), qs.reshape(B * H, lq, hd),
+                                kt.reshape(B * H, hd, lk)).view(B, H, lq, lk)
+        else:
+            att = qs @ kt
         if lq > 1:
-            att.masked_fill_(_future_mask(lq, past + lq, q.device), float("-inf"))
-        att = F.softmax(att, dim=-1)
-        if drop and q.device.type == "cpu":  # 1/(1-p) applied to the (L x Dh) output, not the (L x L) weights
-            return ((att * keep_mask(att, drop)) @ v) * (1.0 / (1.0 - drop))
+            att[..., past:].masked_fill_(_future_mask(lq, lq, q.device), float("-inf"))
+        att = F.softmax(att, dim=-1, dtype=att.dtype)
+        if drop and q.device.type == "cpu":
+            return (att.masked_fill(drop_mask(att, drop), 0.0) @ v) * (1.0 / (1.0 - drop))
         return self.attn_drop(att) @ v
 
     def _flex(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -401,10 +410,10 @@ def kernel_order(device: torch.device | str, compiled: bool = False) -> list[str
     """The attention kernels for a device, best first, by rule and never by a timing, so that one command's speed
     and memory do not depend on the luck of a measurement on a busy machine.
 
-    On a CPU the chunked kernel. In bench/bench_attention.py (batch 4, the peer's shape) its blocks trained at
-    L = 1024 x1.34 as fast as the explicit kernel in 0.56x the memory with bf16 (x1.9 and 0.43x in fp32), and at
-    2048 in a quarter of it; below 1024 it runs the explicit kernel whole, which is faster there with bf16. The
-    explicit kernel was faster than SDPA with a float mask (SDPA's unfused path) in every step measured in
+    On a CPU the chunked kernel: its blocks skip most of the future half of the logits, so it trained faster than
+    the explicit kernel at every length measured (bench/bench_attention.py, batch 4, the peer's shape: bf16
+    x1.3 at L = 512, fp32 x2.6), and from L = 1024, recomputed in backward, in a fraction of its memory (a
+    quarter at 2048). The explicit kernel was faster than SDPA with a float mask (SDPA's unfused path) in every step measured in
     bench/RESULTS.md. On CUDA flex_attention where the model is compiled (its relative term in a
     score_mod), else SDPA's fused kernels.
     """
