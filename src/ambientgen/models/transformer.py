@@ -411,9 +411,9 @@ def kernel_order(device: torch.device | str, compiled: bool = False) -> list[str
     and memory do not depend on the luck of a measurement on a busy machine.
 
     On a CPU the chunked kernel: its blocks skip most of the future half of the logits, so it trained faster than
-    the explicit kernel at every length measured (bench/bench_attention.py, batch 4, the peer's shape: bf16
-    x1.3 at L = 512, fp32 x2.6), and from L = 1024, recomputed in backward, in a fraction of its memory (a
-    quarter at 2048). The explicit kernel was faster than SDPA with a float mask (SDPA's unfused path) in every step measured in
+    the explicit kernel at every length measured (batch 4, the peer's shape, bench/RESULTS.md: at L = 512 x1.3
+    with bf16, x2.5 in fp32), and from L = 1024, recomputed in backward, in a fraction of its memory (a quarter
+    at 2048). The explicit kernel was faster than SDPA with a float mask (SDPA's unfused path) in every step measured in
     bench/RESULTS.md. On CUDA flex_attention where the model is compiled (its relative term in a
     score_mod), else SDPA's fused kernels.
     """
