@@ -10,7 +10,7 @@ Attention kernels (``attn_impl``):
 * ``explicit``: the textbook ``softmax((QK^T + S_rel) / sqrt(d)) V``.
 * ``chunked``: the same, one block of 128 queries at a time over the keys up to the block's last query, so the
   future half of the logits is mostly never computed; from L = 1024 recomputed in backward: memory O(L),
-  not O(L^2); shorter sequences run the explicit kernel.
+  not O(L^2); a sequence of one block runs the explicit kernel.
 * ``sdpa``: ``F.scaled_dot_product_attention`` with the skewed relative logits as an additive float mask
   (the causal mask folded in), which uses PyTorch's fused kernels.
 * ``flex``: ``torch.nn.attention.flex_attention`` with the relative logits in a ``score_mod``
