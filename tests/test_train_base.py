@@ -42,6 +42,9 @@ def test_heard_pieces_are_transcriptions_of_training_pieces_only(tmp_path):
     held = next(f"bach/bwv{n}.mid" for n in range(250, 400) if split_of(f"bach/bwv{n}.mid", 5.0, 0.0) == "eval")
     assert not base_train_piece(held) and not base_train_piece(DEFAULT_WORKS[0] + ".mid")
     assert plan(6)[:3] == plan(3)  # a larger request extends a smaller one
+    lines = plan(3, solo=4)
+    assert lines[:3] == plan(3) and lines[3:5] == plan(0, solo=2)  # single lines extend the plan, not shift it
+    assert all(p[4] and p[3].startswith("solo-") for p in lines[3:]) and not any(p[4] for p in lines[:3])
 
     heard = tmp_path / "base" / HEARD_DIR
     tally = build_heard_midi(heard, 3, jobs=1)

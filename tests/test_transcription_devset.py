@@ -41,6 +41,28 @@ def test_accompaniment_sits_under_a_one_part_tune():
     assert all(n.end_time - n.start_time == pytest.approx(2.0) for n in acc)
 
 
+def test_a_solo_is_one_part_alone(tmp_path):
+    """``solo``: one part of a piece in parts, unaccompanied, rendered with one program (heard single lines)."""
+    import note_seq
+
+    from ambientgen.music.synth_data import make_example
+
+    ns = note_seq.NoteSequence()
+    for part, (low, count) in enumerate([(72, 12), (60, 12), (48, 3)]):
+        for i in range(count):
+            ns.notes.add(pitch=low + i % 5, start_time=i * 0.5, end_time=(i + 1) * 0.5, velocity=70, instrument=part)
+    picked = {next(iter({n.instrument for n in src.one_part(ns, np.random.default_rng(s)).notes})) for s in range(20)}
+    assert picked == {0, 1}  # either part with enough notes, never the 3-note one, and only one of them
+    one = src.one_part(ns, np.random.default_rng(0))
+    assert len(one.notes) == 12 and one.total_time == pytest.approx(6.0)
+
+    wav = make_example("bach/bwv66.6.mxl", tmp_path, seed=5, max_seconds=10.0, features=False, solo=True)
+    meta = json.loads(wav.with_suffix(".json").read_text())
+    labels = note_seq.midi_file_to_note_sequence(str(wav.with_suffix(".mid")))
+    assert meta["solo"] and len(meta["programs"]) == 1 and len({n.instrument for n in labels.notes}) == 1
+    assert max(sum(1 for m in labels.notes if m.start_time <= n.start_time < m.end_time) for n in labels.notes) == 1
+
+
 def test_mp3_round_trip_keeps_time_and_length():
     from ambientgen.music.synth_effects import mp3_round_trip
 

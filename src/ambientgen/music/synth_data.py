@@ -183,10 +183,10 @@ def render_sequence(ns, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -
 def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds: float | None = 30.0,
                  family: str = "struck", name: str | None = None, sample_rate: int = SAMPLE_RATE,
                  features: bool = True, cache_dir: str | Path | None = None,
-                 keep: Callable[[str], bool] | None = None) -> Path:
+                 keep: Callable[[str], bool] | None = None, solo: bool = False) -> Path:
     """Render one example of `work` (a corpus path or work id) into dest_dir; returns its .wav path
-    (.mid, .json and, with `features`, .npz beside it). ``keep`` narrows the pieces of a tune book
-    (synth_sources.load_piece)."""
+    (.mid, .json and, with `features`, .npz beside it). ``keep`` narrows the pieces of a tune book and ``solo``
+    renders a single line (synth_sources.load_piece)."""
     import note_seq
     import soundfile as sf
 
@@ -200,7 +200,7 @@ def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds:
     wid = work_id(path)
     name = name or f"{safe_stem(wid)}-{seed}"
     rng = np.random.default_rng(seed)
-    ns = load_piece(path, Path(cache_dir) if cache_dir else dest_dir / "_scores", rng, keep)
+    ns = load_piece(path, Path(cache_dir) if cache_dir else dest_dir / "_scores", rng, keep, solo)
     parts, top = _parts(ns)
     aug = Augment.draw(rng, len(parts), top, family)
     labels, perf = augment_sequence(ns, aug, max_seconds)
@@ -222,7 +222,7 @@ def make_example(work: str | Path, dest_dir: str | Path, seed: int, max_seconds:
     with atomic_path(dest_dir / f"{name}.wav") as tmp:
         sf.write(str(tmp), audio, sample_rate, subtype="FLOAT", format="WAV")
     meta = {"work": wid, "seed": seed, "split": split_of(wid), "seconds": len(audio) / sample_rate,
-            "notes": len(labels.notes), "sample_rate": sample_rate, **aug.as_dict()}
+            "notes": len(labels.notes), "sample_rate": sample_rate, "solo": solo, **aug.as_dict()}
     with atomic_path(dest_dir / f"{name}.json") as tmp:  # written last: its presence marks a finished example
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return dest_dir / f"{name}.wav"

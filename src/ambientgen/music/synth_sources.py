@@ -118,18 +118,39 @@ def pieces_of(path: Path, cache_dir: Path) -> list[Path]:
     return found
 
 
-def load_piece(path: Path, cache_dir: Path, rng: np.random.Generator, keep: Callable[[str], bool] | None = None):
+def load_piece(path: Path, cache_dir: Path, rng: np.random.Generator, keep: Callable[[str], bool] | None = None,
+               solo: bool = False):
     """One performed piece of a corpus file (a random tune of a tune book), accompanied when it has one part;
-    ``keep`` (given a piece's path below cache_dir) narrows the choice, e.g. to another model's training split."""
+    ``keep`` (given a piece's path below cache_dir) narrows the choice, e.g. to another model's training split.
+    ``solo``: a single line instead, the tune as written or one part of a piece in parts, never accompanied."""
     pieces = pieces_of(path, cache_dir)
     if keep is not None:
         pieces = [p for p in pieces if keep(p.relative_to(cache_dir).as_posix())]
         if not pieces:
             raise StageError(path, "no piece of this corpus file may be used here")
     ns = load_midi(pieces[int(rng.integers(len(pieces)))], allow_empty=True)
+    if solo:
+        return one_part(ns, rng)
     if len({n.instrument for n in ns.notes}) == 1:
         ns = accompany(ns, rng)
     return ns
+
+
+def one_part(ns, rng: np.random.Generator, min_notes: int = 8):
+    """A random part of the sequence (one with at least ``min_notes`` notes when there is one), alone."""
+    counts: dict[int, int] = {}
+    for n in ns.notes:
+        counts[n.instrument] = counts.get(n.instrument, 0) + 1
+    if len(counts) <= 1:
+        return ns
+    parts = sorted(p for p, c in counts.items() if c >= min_notes) or sorted(counts)
+    part = parts[int(rng.integers(len(parts)))]
+    out = type(ns)()
+    out.CopyFrom(ns)
+    del out.notes[:]
+    out.notes.extend(n for n in ns.notes if n.instrument == part)
+    out.total_time = max((n.end_time for n in out.notes), default=0.0)
+    return out
 
 
 def accompany(ns, rng: np.random.Generator, span_s: float = ACCOMPANY_SPAN_S):

@@ -38,6 +38,7 @@ EXAMPLES = """
   ambientgen train-base runs/base2 --warm-start --minutes 75   # improve the shipped base further
   ambientgen train-base /tmp/b --collections bach --minutes 2   # a quick look on one collection
   ambientgen train-base runs/heard --warm-start --heard 1500 --steps 2900 --minutes 72   # learn the transcriber's ear
+  ambientgen train-base runs/heard3 --warm-start --heard 1800 --solo 600 --steps 1900 --lr 1.5e-4  # lone lines too
 """
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,19 @@ def machine() -> str:
 
 
 def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, limit: int | None,
-                  heard: int = 0) -> dict:
-    """Steps 1 and 2; the data set is rebuilt only when its input changed. With ``heard`` pieces, the input is
-    the corpus as the transcriber hears it (stages.heard_corpus) instead of the converted scores."""
+                  heard: int = 0, solo: int = 0) -> dict:
+    """Steps 1 and 2; the data set is rebuilt only when its input changed. With ``heard`` pieces (and ``solo``
+    single lines), the input is the corpus as the transcriber hears it (stages.heard_corpus) instead of the
+    converted scores."""
     from .make_dataset import DatasetOptions, make_dataset
 
     if heard:
         from .heard_corpus import MANIFEST, build_heard_midi
 
         src, manifest = out / HEARD_DIR, MANIFEST
-        tally = build_heard_midi(src, heard, jobs)
-        print(f"heard corpus: {tally['pieces']:,} pieces of {tally['works']:,} works, {tally['notes']:,} notes, "
+        tally = build_heard_midi(src, heard, jobs, solo=solo)
+        print(f"heard corpus: {tally['pieces']:,} pieces ({tally['solo']:,} single lines) of {tally['works']:,} "
+              f"works, {tally['notes']:,} notes, "
               f"{tally['hours']:,} hours; {tally['failed']} could not be used")
     else:
         from ..music.corpus import build_corpus_midi
@@ -131,28 +134,30 @@ def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | Non
 def train_base(out: str | Path, minutes: float | None = None, steps: int | None = None, config: str = BASE_CONFIG,
                jobs: int = 2, collections: tuple[str, ...] | None = None, limit: int | None = None,
                batch_size: int | None = None, device: str = "auto", warm_start: bool = False,
-               lr: float | None = None, heard: int = 0):
+               lr: float | None = None, heard: int = 0, solo: int = 0):
     """Build (or reuse) the corpus data set and train (or resume) the base model in OUT/model: from scratch, or
-    (``warm_start``) from the shipped base's weights. ``heard`` pieces (a warm start only) train on the corpus as
-    the transcriber hears it, half of each batch rehearsing the shipped corpus windows."""
+    (``warm_start``) from the shipped base's weights. ``heard`` pieces and ``solo`` single lines (a warm start
+    only) train on the corpus as the transcriber hears it, half of each batch rehearsing the shipped corpus
+    windows."""
     from dataclasses import replace
 
     from .train import TrainOptions, train
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    heard = heard or _heard_count(out)
+    heard, solo = heard or _heard_count(out), solo or _heard_count(out, "requested_solo")
     if heard and not (warm_start or (out / "init" / "model.safetensors").is_file()):
         raise StageError(out, "--heard continues the shipped base: add --warm-start")
-    build_dataset(out, jobs, collections, limit, heard)
+    build_dataset(out, jobs, collections, limit, heard, solo)
     model_dir = out / "model"
     resume = (model_dir / "checkpoints").is_dir() and any((model_dir / "checkpoints").glob("step-*"))
     if warm_start or (out / "init" / "model.safetensors").is_file():
         opts = _warm_start(out, config, batch_size, steps, lr, HEARD_REPLAY if heard else 0.0)
         schedule = f"warm start from the shipped base, cosine from {opts.lr:g} over {opts.steps:,} steps"
         if heard:
-            schedule += (f", on the heard corpus (--heard {heard:,}) with {HEARD_REPLAY:.0%} of each batch from "
-                         "the shipped corpus windows")
+            lines = f" --solo {solo:,}" if solo else ""
+            schedule += (f", on the heard corpus (--heard {heard:,}{lines}) with {HEARD_REPLAY:.0%} of each batch "
+                         "from the shipped corpus windows")
     else:
         opts = TrainOptions(config=config, steps=steps, batch_size=batch_size, lr=lr, schedule="inverse-sqrt",
                             dropout=0.0, eval_windows=128, init="scratch")
@@ -173,15 +178,16 @@ def _heard_tally(out: Path) -> dict:
     from .heard_corpus import MANIFEST
 
     t = json.loads((out / HEARD_DIR / MANIFEST).read_text())
-    return {k: t[k] for k in ("pieces", "works", "notes", "hours", "families")}
+    return {k: t.get(k, 0) for k in ("pieces", "solo", "works", "notes", "hours", "families")}
 
 
-def _heard_count(out: Path) -> int:
-    """The heard pieces an earlier session of OUT asked for (0 when it trained on the scores)."""
+def _heard_count(out: Path, key: str = "requested") -> int:
+    """The heard pieces (``requested_solo``: single lines) an earlier session of OUT asked for (0 when it trained
+    on the scores)."""
     from .heard_corpus import MANIFEST
 
     path = out / HEARD_DIR / MANIFEST
-    return int(json.loads(path.read_text())["requested"]) if path.is_file() else 0
+    return int(json.loads(path.read_text()).get(key, 0)) if path.is_file() else 0
 
 
 def _curve(metrics: Path, points: int = 16) -> list[dict]:
@@ -314,7 +320,8 @@ def heard_md(heard: dict, summary: dict, init: Path) -> list[str]:
             f"{heard['pieces']:,} pieces of {heard['works']:,} corpus works ({heard['hours']:,} hours, "
             f"{heard['notes']:,} transcribed notes), each rendered in a timbre family of the transcriber's training "
             f"data ({fams}), through a room, EQ, noise and MP3, and transcribed by the default backend "
-            "(`stages/heard_corpus.py`). None of them is a held-out piece of the corpus split above, a work held "
+            f"(`stages/heard_corpus.py`).{solo_md(heard.get('solo', 0))} None of them is a held-out piece of the "
+            "corpus split above, a work held "
             "out from the transcriber, or one of the demo's chorales. Half of every batch rehearsed the init "
             "model's corpus windows.",
             f"Augmentation (train only): stretch {summary['settings']['stretch']} x transposition "
@@ -323,6 +330,11 @@ def heard_md(heard: dict, summary: dict, init: Path) -> list[str]:
             "| split | pieces | notes | tokens |", "|---|---:|---:|---:|",
             f"| train | {sp['train']['files']:,} | {sp['train']['notes']:,} | {sp['train']['tokens']:,} (augmented) |",
             f"| eval | {sp['eval']['files']:,} | {sp['eval']['notes']:,} | {sp['eval']['tokens']:,} |", ""]
+
+
+def solo_md(solo: int) -> str:
+    """How many of the heard pieces are single lines, as a sentence of the data section (empty when none)."""
+    return f" {solo:,} of them are single lines: a tune unaccompanied, or one part of a piece in parts." if solo else ""
 
 
 def training_md(shipped: dict, data: list[str], runs: list[dict], curve: list[dict]) -> str:
@@ -390,6 +402,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heard", type=int, default=0, metavar="N",
                    help="with --warm-start: train on N corpus pieces rendered and transcribed by the default "
                         "transcriber (what a user's data looks like), rehearsing the shipped corpus windows")
+    p.add_argument("--solo", type=int, default=0, metavar="M",
+                   help="with --heard: also M single lines (a tune unaccompanied, or one part of a piece in parts), "
+                        "so that the base knows a lone melody as the transcriber hears it")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="do not train: write OUTPUT_DIR's model in shipped form into DIR")
 
@@ -406,6 +421,6 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     colls = tuple(c.strip() for c in args.collections.split(",") if c.strip()) if args.collections else None
     res = train_base(args.output_dir, args.minutes, args.steps, args.config, args.jobs, colls, args.limit,
-                     args.batch_size, args.device, args.warm_start, args.lr, args.heard)
+                     args.batch_size, args.device, args.warm_start, args.lr, args.heard, args.solo)
     print(f"{res.out_dir}: step {res.step}, eval NLL {res.eval_nll}, best step {res.best_step}")
     return 143 if res.interrupted else 0
