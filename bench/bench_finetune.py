@@ -105,6 +105,7 @@ VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own 
     "base-256-lr6e-4": {"init": "base", "seq_len": 256, "lr": 6e-4},
     "base-256-lr1e-3": {"init": "base", "seq_len": 256, "lr": 1e-3},
     "base-lr1e-3": {"init": "base", "lr": 1e-3}, "base-lr6e-4": {"init": "base", "lr": 6e-4},
+    "base-lr1e-4": {"init": "base", "lr": 1e-4}, "base-lr5e-5": {"init": "base", "lr": 5e-5},
 }
 
 

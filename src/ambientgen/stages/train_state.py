@@ -26,9 +26,10 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     "small": dict(steps=20000, batch_size=16, lr=6e-4, warmup=1000, eval_every=500, checkpoint_every=500),
     "base": dict(steps=100000, batch_size=8, lr=3e-4, warmup=4000, eval_every=1000, checkpoint_every=1000),
 }
-# Fine-tuning a model folder (--init base|DIR): a short warm-up, a lower peak, frequent evaluation and early
+# Fine-tuning a model folder (--init base|DIR): a short warm-up, a peak a quarter of the base's own last peak
+# (2e-4; a higher rate undoes what the base knows faster than a few pieces teach), frequent evaluation and early
 # stopping, since a user's few pieces are learned (and then over-learned) within minutes.
-FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=3e-4, warmup=20, eval_every=20, checkpoint_every=40,
+FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=5e-5, warmup=20, eval_every=20, checkpoint_every=40,
                          patience=8, dropout=0.0, replay=0.5)  # dropout 0: as the base was trained
 
 
