@@ -3,8 +3,8 @@
 * corpus: held-out corpus pieces, played from the score (the base's own 5% hash split; Bach chorales, Ryan's
   Mammoth tunes and Palestrina, one piece per file, converted here);
 * heard: held-out heard pieces (a `train-base --heard` run's data set eval split: rendered, then transcribed);
-* the fine-tuning bench's user data sets (bench_finetune.py's chorales and folk tunes, their eval split), which no
-  base trained on.
+* the fine-tuning bench's user data sets (bench_finetune.py's chorales, folk tunes and consort pieces, their eval
+  split), which no base trained on.
 
 Every model is scored on the same windows (512 events, the notes sounding at a window's start restated and not
 scored), so the columns compare directly.
@@ -19,6 +19,8 @@ import argparse
 import os
 import tempfile
 from pathlib import Path
+
+from bench_finetune import SETS
 
 WINDOW, LIMIT = 512, 256
 
@@ -60,7 +62,7 @@ def main() -> None:
         sets = {"corpus (held out)": load_split(corpus_heldout(Path(tmp), args.per_collection), "eval")}
         if args.heard_run:
             sets["heard (held out)"] = load_split(Path(args.heard_run) / "dataset", "eval")
-        for name in ("chorales", "folk"):
+        for name in SETS:  # bench_finetune.py's, in this folder
             ds = Path(args.finetune_work) / name / "dataset"
             if (ds / "summary.json").is_file():
                 sets[f"bench {name} (eval)"] = load_split(ds, "eval")
