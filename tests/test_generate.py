@@ -236,3 +236,24 @@ def test_hold_guard_ends_notes_held_too_long(model_dir, tmp_path):
                                                                        hold_guard=True, max_hold_seconds=0.5))
     side = json.loads(out["written"][0].with_suffix(".json").read_text())
     assert side["hold_guard"]["max_hold_s"] == 0.5 and side["hold_guard"]["forced_offs"] >= 0
+
+
+def test_a_length_asked_for_is_given():
+    """NoEndBefore rules out EOS in a row until its new music lasts the steps asked for, row by row, without
+    touching the model's logits, and keeps the rule it wraps."""
+    import torch
+
+    from ambientgen.stages.generate import NoEndBefore
+
+    shift, on, off = perf.TIME_SHIFT_OFFSET, perf.NOTE_ON_OFFSET, perf.NOTE_OFF_OFFSET
+    rule = NoEndBefore(2, 150, perf.SoundingNotes(torch.tensor([[on + 60]] * 2)))
+    logits = torch.zeros(2, perf.VOCAB_SIZE)
+    logits[:, perf.EOS_ID] = 50.0
+    assert torch.isinf(rule.ban(logits)[:, perf.EOS_ID]).all() and logits[0, perf.EOS_ID] == 50.0
+    rule.push(torch.tensor([[shift + 99], [on + 64]]))  # row 0: 1 s of music, row 1: none yet
+    assert torch.isinf(rule.ban(logits)[:, perf.EOS_ID]).all()
+    rule.push(torch.tensor([[shift + 49], [shift + 99]]))  # row 0: 1.5 s, row 1: 1 s
+    got = rule.ban(logits)
+    assert got[0, perf.EOS_ID] == 50.0 and torch.isinf(got[1, perf.EOS_ID])
+    assert torch.isinf(got[0, off + 61]) and not torch.isinf(got[0, off + 60])  # the note-off rule still holds
+

@@ -197,6 +197,37 @@ def start_token(meta: dict, seed: int, source: str | Path = "config.json") -> in
 # Generation
 
 
+class NoEndBefore:
+    """A constraint for ``generate_tokens``: no EOS in a row before its new music lasts ``steps`` time-shift steps.
+
+    A length asked for in seconds is a length given: a model that learned pieces of 30 s ends a primer taken from
+    near a piece's end almost at once, and a variation with no notes is no variation. Wraps the other constraint
+    (the note-off rule, the hold guard), if any.
+    """
+
+    def __init__(self, rows: int, steps: int, inner: SoundingNotes | None = None):
+        import torch
+
+        self.left = torch.full((rows,), steps, dtype=torch.int64)
+        self.inner = inner
+
+    def ban(self, logits):
+        from ..music.performance import EOS_ID
+
+        logits = self.inner.ban(logits) if self.inner is not None else logits.clone()
+        logits[self.left.to(logits.device) > 0, EOS_ID] = float("-inf")
+        return logits
+
+    def push(self, tok) -> None:
+        from ..music.performance import TIME_SHIFT_OFFSET, VELOCITY_OFFSET
+
+        if self.inner is not None:
+            self.inner.push(tok)
+        t = tok[:, 0].cpu()
+        shift = (t >= TIME_SHIFT_OFFSET) & (t < VELOCITY_OFFSET)
+        self.left[shift] -= t[shift] - TIME_SHIFT_OFFSET + 1
+
+
 def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: GenerationRequest,
                      source: str | Path | None = None, use_cache: bool = True) -> list[Path]:
     """Generate one request's samples into out_dir; returns the written .mid paths."""
@@ -226,8 +257,10 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
     t0 = time.perf_counter()
     limit = hold_limit(req, meta)
     steps = int(round(limit * perf.STEPS_PER_SECOND)) if limit else None
-    constraint = (perf.SoundingNotes(prompt, steps, req.note_off_mask, req.note_off_share)
-                  if (req.note_off_mask or steps) else None)
+    sounding = (perf.SoundingNotes(prompt, steps, req.note_off_mask, req.note_off_share)
+                if (req.note_off_mask or steps) else None)
+    constraint = sounding if req.tokens is not None else \
+        NoEndBefore(req.num_samples, int(round(req.seconds * perf.STEPS_PER_SECOND)), sounding)
     seq = generate_tokens(model, prompt, max_new, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                           seed=req.seed, use_cache=use_cache, should_stop=should_stop, constraint=constraint)
     elapsed = time.perf_counter() - t0
@@ -267,7 +300,7 @@ def generate_request(model, meta: dict, model_dir: Path, out_dir: Path, req: Gen
             "seconds": round(ns.total_time, 3), "notes": len(ns.notes),
             "generation_seconds": round(elapsed, 3), "tokens_per_s": round(new_tokens * req.num_samples / elapsed, 1)
             if elapsed > 0 else None, "kv_cache": use_cache,
-            "hold_guard": {"max_hold_s": round(limit, 3), "forced_offs": int(constraint.forced[k])} if limit else None,
+            "hold_guard": {"max_hold_s": round(limit, 3), "forced_offs": int(sounding.forced[k])} if limit else None,
         })
         written.append(mid)
         log.info("%s: %d notes, %.1f s", mid, len(ns.notes), ns.total_time)
