@@ -6,7 +6,9 @@ then `make-dataset`):
   chorales  the demo's six 24-second chorales
   folk      20 folk tunes the base model never saw (its held-out hash split), 40 s each, soft sounds
   consort   12 pieces in parts (Monteverdi, Trecento, Palestrina) from the base model's held-out split, 40 s
-            each, soft sounds: a third set, never used to choose a default, that checks what the first two chose
+            each, soft sounds: a third set, which checked what the first two chose (round ten)
+  quartets  11 pieces of 40 s cut from held-out Beethoven and Haydn quartet movements, soft sounds: a fourth
+            set, never used to choose a default (round eleven chose on the other three)
 
 On each: `train --init scratch` (the CPU default config) and `train --init base`, each for --minutes. Eval NLL is
 measured for both on the same windows of the data set's eval split; then each model generates --pieces pieces,
@@ -14,9 +16,10 @@ which `evaluate-generation` scores against the transcriptions. The last lines pr
 goals hold.
 
   .venv/bin/python bench/bench_finetune.py                      # 4 minutes per run, all three data sets
-  .venv/bin/python bench/bench_finetune.py --variants base,base-noreplay   # rehearsal against none
+  .venv/bin/python bench/bench_finetune.py --variants base,base-replay50   # none against half rehearsal
   .venv/bin/python bench/bench_finetune.py --minutes 2 --sets chorales --work runs/bench-ft
   .venv/bin/python bench/bench_finetune.py --regenerate --work runs/bench-ft   # the same models, decoding changed
+  .venv/bin/python bench/bench_finetune.py --regenerate --pieces 36 --decodings gen   # more pieces, as sampled
   .venv/bin/python bench/bench_finetune.py --variants scratch,base,dir --init-dir runs/old-base   # two bases
 """
 
@@ -91,7 +94,42 @@ def consort(dest: Path, count: int = 12, seconds: float = 40.0) -> Path:
     return dest
 
 
-SETS = {"chorales": chorales, "folk": folk, "consort": consort}
+def quartets(dest: Path, count: int = 12, seconds: float = 40.0) -> Path:
+    """String-quartet movements from the base model's held-out split (Beethoven, Haydn), cut into consecutive
+    pieces of ``seconds``, soft programs, rendered to MP3: a fourth set, of faster music in four parts."""
+    import note_seq
+
+    from ambientgen.sample_data import SOFT_PROGRAMS, corpus_works, render_midi, score_to_midi
+    from ambientgen.stages.make_dataset import split_of
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if any(dest.glob("*.mp3")):  # the pieces are moved in together, at the end
+        return dest
+    works = [w for c in ("beethoven", "haydn") for w in corpus_works(c) if split_of(w + ".mid", 5.0, 0.0) == "eval"]
+    scratch = dest / ".midi"
+    scratch.mkdir(exist_ok=True)
+    cuts = []
+    for work in works:
+        try:
+            whole = note_seq.midi_file_to_note_sequence(str(score_to_midi(work, scratch / "whole.mid")))
+        except Exception:  # music21 cannot expand some scores' repeats: make_samples skips them too
+            continue
+        for k in range(3):  # up to three pieces a movement, so that 12 come from the few held-out ones
+            if whole.total_time >= (k + 1) * seconds:
+                cuts.append((work, note_seq.sequences_lib.extract_subsequence(whole, k * seconds, (k + 1) * seconds)))
+    for i, (work, ns) in enumerate(cuts[::max(1, len(cuts) // count)][:count]):
+        for n in ns.notes:
+            n.program = SOFT_PROGRAMS[i % len(SOFT_PROGRAMS)]
+        name = f"{work.replace('/', '_')}_{i:02d}"
+        note_seq.sequence_proto_to_midi_file(ns, str(scratch / f"{name}.mid"))
+        render_midi(scratch / f"{name}.mid", scratch / f"{name}.mp3")
+    for mp3 in scratch.glob("*.mp3"):
+        mp3.replace(dest / mp3.name)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+SETS = {"chorales": chorales, "folk": folk, "consort": consort, "quartets": quartets}
 
 
 def prepare(name: str, work: Path) -> tuple[Path, Path]:
@@ -127,16 +165,22 @@ VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own 
     "base-dropout0": {"init": "base", "dropout": 0.0}, "base-dropout0-noreplay": {"init": "base", "replay": 0.0,
                                                                                   "dropout": 0.0},
     "base-256": {"init": "base", "seq_len": 256}, "base-512": {"init": "base", "seq_len": 512},
-    "base-replay25": {"init": "base", "replay": 0.25},
+    "base-replay25": {"init": "base", "replay": 0.25}, "base-replay50": {"init": "base", "replay": 0.5},
     "base-256-lr6e-4": {"init": "base", "seq_len": 256, "lr": 6e-4},
     "base-256-lr1e-3": {"init": "base", "seq_len": 256, "lr": 1e-3},
     "base-lr1e-3": {"init": "base", "lr": 1e-3}, "base-lr6e-4": {"init": "base", "lr": 6e-4},
     "base-lr1e-4": {"init": "base", "lr": 1e-4}, "base-lr5e-5": {"init": "base", "lr": 5e-5},
+    "base-noreplay-lr1e-4": {"init": "base", "replay": 0.0, "lr": 1e-4},
+    "base-noreplay-lr2.5e-5": {"init": "base", "replay": 0.0, "lr": 2.5e-5},
 }
 
 
+DECODINGS = {"gen": {"note_off_mask": False}, "gen-default": {},
+             "gen-share-model": {"note_off_share": "model"}}  # round three's note-off rule
+
+
 def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, pieces: int,
-            trained: dict | None = None) -> dict:
+            trained: dict | None = None, decodings: tuple[str, ...] = tuple(DECODINGS)) -> dict:
     """Train one variant (``trained``: the record of a model already trained in ``out``, only generated from
     again), generate pieces as the model samples them (no note-off constraint, no hold guard: the figures the
     goals are judged on), as `generate` does by default (the note-off rule, stray offs to the notes sounding
@@ -155,9 +199,8 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
         res = train(ds, out / "model", TrainOptions(minutes=minutes, **fields))
         steps, best_step, train_s = res.step, res.best_step, time.monotonic() - t
     quality = {}
-    decodings = {"gen": {"note_off_mask": False}, "gen-default": {},
-                 "gen-share-model": {"note_off_share": "model"}}  # round three's note-off rule
-    for folder, decoding in decodings.items():
+    for folder in ("gen", *(d for d in decodings if d != "gen")):
+        decoding = DECODINGS[folder]
         req = GenerationRequest(name="piece", num_samples=pieces, seconds=30.0, seed=1, **decoding)
         gen = out / folder
         shutil.rmtree(gen, ignore_errors=True)
@@ -166,8 +209,9 @@ def run_one(ds: Path, midi: Path, out: Path, variant: str, minutes: float, piece
     q = quality["gen"]
     return {**fields, "steps": steps, "best_step": best_step, "train_s": round(train_s, 1),
             "eval_nll_common": round(common_eval(out / "model", ds), 4), "quality": q["generated"],
-            "quality_default": quality["gen-default"]["generated"],
-            "quality_share_model": quality["gen-share-model"]["generated"], "reference": q["reference"]}
+            "quality_default": quality.get("gen-default", {}).get("generated", {}),
+            "quality_share_model": quality.get("gen-share-model", {}).get("generated", {}),
+            "reference": q["reference"]}
 
 
 def main() -> None:
@@ -177,13 +221,16 @@ def main() -> None:
     ap.add_argument("--pieces", type=int, default=4)
     ap.add_argument("--sets", default="chorales,folk,consort")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variants", default="scratch,base,base-noreplay",
-                    help=f"what to train: {', '.join(VARIANTS)} (base: with the shipped rehearsal windows)")
+    ap.add_argument("--variants", default="scratch,base",
+                    help=f"what to train: {', '.join(VARIANTS)} (base: train's own fine-tuning defaults)")
     ap.add_argument("--init-dir", default=None, metavar="DIR",
                     help="a base model folder to fine-tune as variant 'dir' (e.g. a train-base export, or an "
                          "earlier shipped base, to compare with the shipped one in the same run)")
     ap.add_argument("--regenerate", action="store_true",
                     help="do not train: generate again from the models of --work's results.json and score them")
+    ap.add_argument("--decodings", default=",".join(DECODINGS),
+                    help="how to generate, besides 'gen' (sampled as it is, the goal figures): gen-default "
+                         "(generate's defaults), gen-share-model (round three's note-off rule)")
     args = ap.parse_args()
     import os
 
@@ -199,7 +246,8 @@ def main() -> None:
     for name in args.sets.split(","):
         midi, ds = prepare(name, work)
         results[name] = {v: run_one(ds, midi, work / name / v, v, args.minutes, args.pieces,
-                                    before.get(name, {}).get(v) if args.regenerate else None)
+                                    before.get(name, {}).get(v) if args.regenerate else None,
+                                    tuple(args.decodings.split(",")))
                          for v in args.variants.split(",")}
     (work / "results.json").write_text(json.dumps(results, indent=1))
     cols = ("eval_nll_common", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "stuck_rate",
