@@ -122,8 +122,9 @@ def test_small_data_set_holds_out_the_end_of_each_file(sample_midis, tmp_path):
 
 
 def test_rehearsal_windows_join_every_fine_tuning_batch(chorale_dataset, tiny_model, tmp_path, caplog):
-    """With a replay.safetensors beside the init model, half of each batch comes from it; the run resumes with
-    both samplers where they were; a damaged rehearsal file is refused with its name."""
+    """With a replay.safetensors beside the init model and --replay 0.5, half of each batch comes from it (none by
+    default); the run resumes with both samplers where they were; a damaged rehearsal file is refused with its
+    name."""
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -138,8 +139,8 @@ def test_rehearsal_windows_join_every_fine_tuning_batch(chorale_dataset, tiny_mo
     windows = load_replay(init, 390, 0)
     assert len(windows) == 6 and all(len(w) == 40 for w in windows)  # the PAD tail is dropped
 
-    opts = TrainOptions(init=str(init), steps=4, eval_every=2, **FAST).resolved()
-    assert opts.replay == 0.5  # the fine-tuning default
+    assert TrainOptions(init=str(init), steps=4).resolved().replay == 0  # no rehearsal unless asked for
+    opts = TrainOptions(init=str(init), steps=4, eval_every=2, replay=0.5, **FAST).resolved()
     sampler = make_sampler([np.arange(300) % 300 + 2], windows, opts, 65)
     assert isinstance(sampler, MixedSampler)
     batch = sampler.next()
@@ -152,7 +153,8 @@ def test_rehearsal_windows_join_every_fine_tuning_batch(chorale_dataset, tiny_mo
                       WindowSampler)  # no rehearsal from scratch
 
     with caplog.at_level(logging.INFO):
-        train(chorale_dataset, tmp_path / "ft", TrainOptions(init=str(init), steps=4, eval_every=2, **FAST))
+        train(chorale_dataset, tmp_path / "ft", TrainOptions(init=str(init), steps=4, eval_every=2, replay=0.5,
+                                                             **FAST))
     assert "rehearsal: 6 corpus windows" in caplog.text and "2 of every 4 windows" in caplog.text
 
     replay[0, 0] = 999

@@ -357,7 +357,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after N evaluations without a better eval NLL (default 8 when fine-tuning)")
     p.add_argument("--replay", type=float, default=None, metavar="SHARE",
                    help="share of each fine-tuning batch taken from the rehearsal windows shipped with the init "
-                        "model (the base model's corpus; default 0.5, 0 for none): the model keeps what it knew")
+                        "model (the base model's corpus; default 0, none): the model keeps more of what it knew, "
+                        "and adapts less to your music's texture")
 
 
 def main(args: argparse.Namespace) -> int:

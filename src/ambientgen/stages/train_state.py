@@ -28,9 +28,11 @@ TRAIN_DEFAULTS: dict[str, dict] = {
 }
 # Fine-tuning a model folder (--init base|DIR): a short warm-up, a peak a quarter of the base's own last peak
 # (2e-4; a higher rate undoes what the base knows faster than a few pieces teach), frequent evaluation and early
-# stopping, since a user's few pieces are learned (and then over-learned) within minutes.
+# stopping, since a user's few pieces are learned (and then over-learned) within minutes. No rehearsal by default:
+# the base's windows in half of every batch kept its texture (folk tunes came out as busy textures), and leaving
+# them out moves eval NLL by under 0.4% (bench/RESULTS.md, round eleven).
 FINETUNE_DEFAULTS = dict(steps=800, batch_size=8, lr=5e-5, warmup=20, eval_every=20, checkpoint_every=40,
-                         patience=8, dropout=0.0, replay=0.5)  # dropout 0: as the base was trained
+                         patience=8, dropout=0.0, replay=0.0)  # dropout 0: as the base was trained
 
 
 @dataclass
@@ -65,7 +67,7 @@ class TrainOptions:
     max_rollbacks: int = 5
     init: str = "scratch"  # "scratch", "base" (the shipped base model) or a model folder to fine-tune
     patience: int | None = None  # stop after this many evaluations without a better eval NLL
-    replay: float | None = None  # share of each batch from the init model's rehearsal set (fine-tuning: 0.5)
+    replay: float | None = None  # share of each batch from the init model's rehearsal set (default 0: none)
     model_overrides: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainOptions:
