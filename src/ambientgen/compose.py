@@ -54,8 +54,8 @@ class ComposeOptions:
     preset: str | None = None  # None: render's default preset
     loop_minutes: float | None = None
     beds: list[str] | None = None
-    temperature: float = 0.95
-    top_p: float = 0.95
+    temperature: float = 1.0  # the model as it is: truncated sampling plays 1.4-1.8x the music's notes a second
+    top_p: float = 1.0
     seed: int = 0
     more_like: list[str] = field(default_factory=list)
     learn_from_liked: bool | None = None  # None: as the last call into this OUT folder asked (else no)
@@ -261,8 +261,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a sound under the music: pink-noise, brown-noise, rain or binaural, at LU relative to "
                         "the music (e.g. rain:-12); repeat for more. A binaural beat is for headphones at a low "
                         "volume, not while driving nor with epilepsy")
-    p.add_argument("--temperature", type=float, default=0.95, help="sampling temperature (default 0.95)")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature (default 1: lower values make the pieces busier)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the pieces (default 0)")
     p.add_argument("--more-like", nargs="+", default=[], metavar="PIECE",
                    help="pieces you liked (names from the report, or MIDI files): variations of each are made, "
