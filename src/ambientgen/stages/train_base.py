@@ -372,9 +372,10 @@ def training_md(shipped: dict, data: list[str], runs: list[dict], curve: list[di
         kept = (f" ({r['kept']:,} of them kept from the init model's rehearsal set, the rest from the heard "
                 "pieces)") if r.get("kept") else ""
         lines += ["## Rehearsal set", "", f"`{REPLAY_FILE}`: {r['windows']:,} random windows of {r['length']} tokens "
-                  f"from the training split{kept} ({r['tokens']:,} tokens, seed {r['seed']}). Fine-tuning mixes "
-                  "them into its batches (`ambientgen train --replay`), so that a few of the user's pieces do not "
-                  "make the model forget the rest of music.", ""]
+                  f"from the training split{kept} ({r['tokens']:,} tokens, seed {r['seed']}). A warm start "
+                  "(`train-base --warm-start`) rehearses them in half of every batch; fine-tuning mixes them in "
+                  "only when asked (`ambientgen train --replay 0.5`), since they keep the base's texture in what "
+                  "the model generates.", ""]
     if shipped.get("note_seconds"):
         n = shipped["note_seconds"]
         lines += [f"Note lengths in these windows (`note_seconds` in config.json, what `generate`'s hold guard goes "
