@@ -3,8 +3,8 @@
 * corpus: held-out corpus pieces, played from the score (the base's own 5% hash split; Bach chorales, Ryan's
   Mammoth tunes and Palestrina, one piece per file, converted here);
 * heard: held-out heard pieces (a `train-base --heard` run's data set eval split: rendered, then transcribed);
-* the fine-tuning bench's user data sets (bench_finetune.py's chorales, folk tunes and consort pieces, their eval
-  split), which no base trained on.
+* the fine-tuning bench's user data sets (bench_finetune.py's chorales, folk tunes, consort and quartet pieces,
+  their eval split), which no base trained on.
 
 Every model is scored on the same windows (512 events, the notes sounding at a window's start restated and not
 scored), so the columns compare directly.
