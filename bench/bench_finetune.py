@@ -39,12 +39,24 @@ def chorales(dest: Path) -> Path:
     return sample_inputs(dest, 6, 24.0)[0].parent
 
 
+def render_piece(ns, program: int, mid: Path, mp3: Path) -> None:
+    """One cut of a score played by one soft General MIDI program: its MIDI written, then rendered to MP3."""
+    import note_seq
+
+    from ambientgen.sample_data import render_midi
+
+    for n in ns.notes:
+        n.program = program
+    note_seq.sequence_proto_to_midi_file(ns, str(mid))
+    render_midi(mid, mp3)
+
+
 def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
     """Folk tunes from the base model's held-out split, soft General MIDI programs, rendered to MP3."""
     import note_seq
 
     from ambientgen.music.corpus import convert_file, corpus_files, corpus_id
-    from ambientgen.sample_data import SOFT_PROGRAMS, render_midi
+    from ambientgen.sample_data import SOFT_PROGRAMS
     from ambientgen.stages.make_dataset import split_of
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -63,11 +75,8 @@ def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
         if not mid.is_file():
             continue
         ns = note_seq.sequences_lib.trim_note_sequence(note_seq.midi_file_to_note_sequence(str(mid)), 0, seconds)
-        for n in ns.notes:
-            n.program = SOFT_PROGRAMS[made % len(SOFT_PROGRAMS)]
-        cut = scratch / f"tune{made:02d}.mid"
-        note_seq.sequence_proto_to_midi_file(ns, str(cut))
-        render_midi(cut, dest / f"tune{made:02d}.mp3")
+        render_piece(ns, SOFT_PROGRAMS[made % len(SOFT_PROGRAMS)], scratch / f"tune{made:02d}.mid",
+                     dest / f"tune{made:02d}.mp3")
         made += 1
     shutil.rmtree(scratch, ignore_errors=True)
     return dest
@@ -94,12 +103,12 @@ def consort(dest: Path, count: int = 12, seconds: float = 40.0) -> Path:
     return dest
 
 
-def quartets(dest: Path, count: int = 12, seconds: float = 40.0) -> Path:
+def quartets(dest: Path, count: int = 11, seconds: float = 40.0) -> Path:
     """String-quartet movements from the base model's held-out split (Beethoven, Haydn), cut into consecutive
     pieces of ``seconds``, soft programs, rendered to MP3: a fourth set, of faster music in four parts."""
     import note_seq
 
-    from ambientgen.sample_data import SOFT_PROGRAMS, corpus_works, render_midi, score_to_midi
+    from ambientgen.sample_data import SOFT_PROGRAMS, corpus_works, score_to_midi
     from ambientgen.stages.make_dataset import split_of
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -114,15 +123,12 @@ def quartets(dest: Path, count: int = 12, seconds: float = 40.0) -> Path:
             whole = note_seq.midi_file_to_note_sequence(str(score_to_midi(work, scratch / "whole.mid")))
         except Exception:  # music21 cannot expand some scores' repeats: make_samples skips them too
             continue
-        for k in range(3):  # up to three pieces a movement, so that 12 come from the few held-out ones
+        for k in range(3):  # up to three pieces a movement: the held-out movements are few (four convert)
             if whole.total_time >= (k + 1) * seconds:
                 cuts.append((work, note_seq.sequences_lib.extract_subsequence(whole, k * seconds, (k + 1) * seconds)))
     for i, (work, ns) in enumerate(cuts[::max(1, len(cuts) // count)][:count]):
-        for n in ns.notes:
-            n.program = SOFT_PROGRAMS[i % len(SOFT_PROGRAMS)]
         name = f"{work.replace('/', '_')}_{i:02d}"
-        note_seq.sequence_proto_to_midi_file(ns, str(scratch / f"{name}.mid"))
-        render_midi(scratch / f"{name}.mid", scratch / f"{name}.mp3")
+        render_piece(ns, SOFT_PROGRAMS[i % len(SOFT_PROGRAMS)], scratch / f"{name}.mid", scratch / f"{name}.mp3")
     for mp3 in scratch.glob("*.mp3"):
         mp3.replace(dest / mp3.name)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -160,7 +166,9 @@ def common_eval(model_dir: Path, ds: Path, window: int = 257) -> float:
     return nll
 
 
-VARIANTS: dict[str, dict] = {  # name -> TrainOptions fields over `train`'s own defaults for that init
+# name -> TrainOptions fields over `train`'s own defaults for that init. Since round eleven `train` fine-tunes
+# without rehearsal, so the -noreplay variants equal their plain ones; they stay for earlier rounds' commands.
+VARIANTS: dict[str, dict] = {
     "scratch": {"init": "scratch"}, "base": {"init": "base"}, "base-noreplay": {"init": "base", "replay": 0.0},
     "base-dropout0": {"init": "base", "dropout": 0.0}, "base-dropout0-noreplay": {"init": "base", "replay": 0.0,
                                                                                   "dropout": 0.0},
@@ -232,6 +240,12 @@ def main() -> None:
                     help="how to generate, besides 'gen' (sampled as it is, the goal figures): gen-default "
                          "(generate's defaults), gen-share-model (round three's note-off rule)")
     args = ap.parse_args()
+    unknown = sorted(set(args.decodings.split(",")) - set(DECODINGS))
+    if unknown:
+        ap.error(f"unknown --decodings {', '.join(unknown)}: choose from {', '.join(DECODINGS)}")
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS) - ({"dir"} if args.init_dir else set()))
+    if unknown:
+        ap.error(f"unknown --variants {', '.join(unknown)}: choose from {', '.join(VARIANTS)}, or dir with --init-dir")
     import os
 
     import torch
