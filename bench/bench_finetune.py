@@ -264,7 +264,7 @@ def main() -> None:
                                     tuple(args.decodings.split(",")))
                          for v in args.variants.split(",")}
     (work / "results.json").write_text(json.dumps(results, indent=1))
-    cols = ("eval_nll_common", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "stuck_rate",
+    cols = ("eval_nll_common", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "pitch_median", "stuck_rate",
             "interval_overlap_set", "pitch_class_overlap_set", "interval_overlap", "longest_copy", "copied_windows")
     for name, r in results.items():
         ref = next(iter(r.values()))["reference"]

@@ -45,6 +45,7 @@ def test_a_copy_of_the_reference_matches_it_in_every_measure(tmp_path):
     assert g["pitch_class_overlap_set"] == pytest.approx(1.0) and g["interval_overlap_set"] == pytest.approx(1.0)
     assert g["stuck_rate"] == 0
     assert (g["pitch_low"], g["pitch_high"]) == (60, 72)
+    assert g["pitch_median"] == r["pitch_median"] == 65  # half of the scale's sounding time lies at or below F4
     events = len(note_seq_events(tmp_path / "gen" / "a-0.mid"))
     assert res["pieces"][0]["longest_copy"] == events  # the whole piece is a verbatim copy
     assert g["copied_windows"] == pytest.approx(1.0)
@@ -67,6 +68,7 @@ def test_held_chords_are_polyphonic_stuck_and_not_copied(tmp_path):
     assert g["stuck_rate"] == pytest.approx(1.0)
     assert res["stuck_threshold_s"] == pytest.approx(1.0)
     assert g["duration_p50"] == pytest.approx(10.0)
+    assert g["pitch_median"] == 55  # the middle of three equally held notes
     assert g["copied_windows"] == 0 and res["pieces"][0]["longest_copy"] < 16
     # pitch classes C, G, E against a C major scale's C, D, E, F, G, A, B, C (duration-weighted)
     ref_pc = np.bincount(np.array(SCALE) % 12, minlength=12) / len(SCALE)
@@ -84,6 +86,13 @@ def test_the_primer_is_not_measured(tmp_path):
     res = evaluate_generation(tmp_path / "gen", tmp_path / "ref")
     assert res["pieces"][0]["notes"] == 1
     assert res["pieces"][0]["pitch_low"] == 90
+
+
+def test_the_register_is_weighted_by_sounding_time():
+    # one long low note against three short high ones: the register is the low note's
+    assert quality.pitch_median(np.array([72, 74, 76, 48]), np.array([0.5, 0.5, 0.5, 4.0])) == 48
+    assert quality.pitch_median(np.array([72, 74, 76, 48]), np.array([1.0, 1.0, 1.0, 1.0])) == 72
+    assert quality.pitch_median(np.zeros(0, dtype=np.int64), np.zeros(0)) is None
 
 
 def test_interval_histogram_uses_the_top_voice():

@@ -136,6 +136,10 @@ def test_report_page_structure(run_dir, tmp_path):
                f"{number(q['reference'][key], unit, 2)}</td>" in page, key
     stuck = number(q["generated"]["stuck_rate"] * 100, "%", 1)
     assert f"<td class=num>{stuck}</td><td class=num></td>" in page  # no reference figure: an empty cell
+    from ambientgen.music.pianoroll import note_name
+
+    registers = [note_name(q[side]["pitch_median"]) for side in ("generated", "reference")]
+    assert "<td class=num>{}</td><td class=num>{}</td>".format(*registers) in page  # the register by name
     assert "<td>JOB_FAILURE</td>" in page and "<td>3 items</td>" in page  # job records as a table
     assert "<th>fresh</th><td>false</td>" in page  # JSON values as JSON spells them
     assert "night.toml" in page and 'note = &quot;&lt;script&gt;bad' in page  # the generation requests

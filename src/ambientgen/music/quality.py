@@ -191,6 +191,16 @@ class Reference:
     self_interval_overlap: float = float("nan")
 
 
+def pitch_median(pitch: np.ndarray, weight: np.ndarray) -> int | None:
+    """The register: the pitch below and at which half of the sounding time lies (duration-weighted median). A
+    model that plays a tune's notes an octave low matches its pitch classes and intervals, and misses this."""
+    if not len(pitch) or weight.sum() <= 0:
+        return None
+    order = np.argsort(pitch, kind="stable")
+    cum = np.cumsum(weight[order])
+    return int(pitch[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
 def describe(n: Notes, seconds: float | None = None) -> dict:
     """The reference-free measures of one piece."""
     d = n.durations
@@ -203,6 +213,7 @@ def describe(n: Notes, seconds: float | None = None) -> dict:
         "duration_p50": round(float(np.percentile(d, 50)), 3) if len(d) else None,
         "duration_p90": round(float(np.percentile(d, 90)), 3) if len(d) else None,
         "pitch_low": int(n.pitch.min()) if len(d) else None, "pitch_high": int(n.pitch.max()) if len(d) else None,
+        "pitch_median": pitch_median(n.pitch, d),
     }
 
 
@@ -289,6 +300,7 @@ def set_summary(pieces: list[Notes], rows: list[dict]) -> dict:
         out["duration_p99"] = round(float(np.percentile(d, 99)), 3)
     out["polyphony"] = round(float(d.sum() / sounding), 3) if sounding > 0 else 0.0
     out["notes_per_s"] = round(len(d) / seconds, 3) if seconds > 0 else 0.0
+    out["pitch_median"] = pitch_median(np.concatenate([p.pitch for p in pieces]), d)
     return out
 
 

@@ -120,6 +120,7 @@ def section_pieces(report: Report) -> str:
 QUALITY_ROWS = (
     ("notes_per_s", "notes per second", "notes/s", 2), ("polyphony", "notes sounding at once", "", 2),
     ("duration_p50", "note length, median", "s", 2), ("duration_p90", "note length, longest tenth", "s", 2),
+    ("pitch_median", "register (half the sounding time is below this pitch)", "pitch", 0),
     ("pitch_class_overlap", "same keys and scales (pitch-class overlap, per piece)", "%", 0),
     ("interval_overlap", "same melodic steps (interval overlap, per piece)", "%", 0),
     ("interval_overlap_set", "same melodic steps, all pieces together", "%", 0),
@@ -149,6 +150,10 @@ def section_quality(report: Report) -> str:
     def cell(value: Any, unit: str, digits: int) -> str:
         if value is None:
             return ""
+        if unit == "pitch":
+            from ..music.pianoroll import note_name
+
+            return esc(note_name(int(value)))
         return number(value * 100 if unit == "%" else value, unit, digits)
 
     rows = "".join(f"<tr><td>{esc(label)}</td><td class=num>{cell(g.get(k), unit, d)}</td><td class=num>"

@@ -1,8 +1,8 @@
 """`ambientgen evaluate-generation`: generated MIDI measured against the music the model learned from.
 
-For each generated piece and for the set: notes/s, polyphony, note-duration p50/p90, pitch range, pitch-class and
-melodic-interval histogram overlap with the reference, the rate of stuck notes and copying (see
-ambientgen.music.quality). The reference set's own figures and the interval overlap between its two halves are
+For each generated piece and for the set: notes/s, polyphony, note-duration p50/p90, pitch range and register
+(the duration-weighted median pitch), pitch-class and melodic-interval histogram overlap with the reference, the
+rate of stuck notes and copying (see ambientgen.music.quality). The reference set's own figures and the interval overlap between its two halves are
 printed beside them, so "close to the reference" has a yardstick. The primer of a primed piece (its sidecar
 JSON says how long) is left out: only what the model wrote is measured.
 """
@@ -25,8 +25,8 @@ EXAMPLES = """
 """
 log = logging.getLogger(__name__)
 SET_COLUMNS = ("pieces", "notes_per_s", "polyphony", "duration_p50", "duration_p90", "pitch_low", "pitch_high",
-               "pitch_class_overlap", "interval_overlap", "pitch_class_overlap_set", "interval_overlap_set",
-               "stuck_rate", "longest_copy", "copied_windows")
+               "pitch_median", "pitch_class_overlap", "interval_overlap", "pitch_class_overlap_set",
+               "interval_overlap_set", "stuck_rate", "longest_copy", "copied_windows")
 
 
 def format_table(res: dict) -> str:
