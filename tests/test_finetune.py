@@ -33,7 +33,7 @@ def _eval_rows(model_dir):
 
 def test_finetune_starts_from_the_init_model_and_keeps_the_best(chorale_dataset, tiny_model, tmp_path):
     out = tmp_path / "ft"
-    res = train(chorale_dataset, out, TrainOptions(init=str(tiny_model), steps=12, eval_every=3, blend=False, **FAST))
+    res = train(chorale_dataset, out, TrainOptions(init=str(tiny_model), steps=12, eval_every=3, **FAST))
     assert res.init == str(tiny_model)
     rows = _eval_rows(out)
     assert rows[0]["step"] == "0"  # the starting point is measured first
@@ -45,51 +45,6 @@ def test_finetune_starts_from_the_init_model_and_keeps_the_best(chorale_dataset,
     # metrics.csv keeps 6 significant digits, config.json the full float
     assert meta["best_step"] == int(best["step"]) and meta["eval_nll"] == pytest.approx(float(best["eval_nll"]), rel=1e-5)
     assert meta["model"]["d_model"] == json.loads((tiny_model / "config.json").read_text())["model"]["d_model"]
-
-
-def _weights(path):
-    from safetensors.torch import load_file
-
-    return {k: v.float() for k, v in load_file(str(path)).items()}
-
-
-def test_finetuning_keeps_the_blend_with_the_init_that_scores_best(chorale_dataset, tiny_model, tmp_path):
-    out = tmp_path / "ft"
-    res = train(chorale_dataset, out, TrainOptions(init=str(tiny_model), steps=12, eval_every=3, **FAST))
-    meta = json.loads((out / "config.json").read_text())
-    best_nll = min(float(r["eval_nll"]) for r in _eval_rows(out))
-    share, tried = meta["blend"]["share"], meta["blend"]["tried"]
-    assert set(tried) == {"0.25", "0.5", "0.75"} and share in (0.25, 0.5, 0.75, 1.0)
-    kept = best_nll if share == 1.0 else tried[str(share)]
-    assert meta["eval_nll"] == pytest.approx(kept, rel=1e-5) and res.eval_nll == meta["eval_nll"]
-    assert meta["eval_nll"] <= min([best_nll, *tried.values()]) + 1e-4  # nothing tried scored lower
-    # the model folder holds exactly that blend of the init weights and the best fine-tuned ones
-    init, tuned, saved = (_weights(p) for p in (tiny_model / "model.safetensors", out / "best.safetensors",
-                                                out / "model.safetensors"))
-    for k in saved:
-        assert (saved[k] - (init[k] + share * (tuned[k] - init[k]))).abs().max() < 1e-5, k
-
-
-def test_a_blend_nearer_the_init_wins_when_the_fine_tuned_weights_are_ruined(chorale_dataset, tiny_model):
-    import torch
-
-    from ambientgen.models.weights import load_model_dir
-    from ambientgen.music.tfrecord_io import load_split
-    from ambientgen.stages import finetune
-    from ambientgen.stages.train_data import eval_windows, evaluate
-
-    model, _ = load_model_dir(tiny_model)
-    windows = eval_windows(load_split(chorale_dataset, "eval"), 65, 8)
-    init_nll, _ = evaluate(model, windows, 4, "cpu")
-    torch.manual_seed(0)
-    with torch.no_grad():  # "fine-tuned" weights far from anything learned: every step back toward the init helps
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.5)
-    ruined, _ = evaluate(model, windows, 4, "cpu")
-    share, nll, _, tried = finetune.blend_with_init(model, tiny_model, ruined, None,
-                                                    lambda: evaluate(model, windows, 4, "cpu"))
-    assert share == 0.25 and init_nll < nll == tried[0.25] < tried[0.5] < tried[0.75] < ruined
-    assert evaluate(model, windows, 4, "cpu")[0] == pytest.approx(nll)  # the model holds the kept blend
 
 
 def test_early_stopping_ends_a_run_that_stops_improving(chorale_dataset, tiny_model, tmp_path):

@@ -3,16 +3,13 @@
 * the model folder to start from (``--init base|scratch|DIR``) and the model shape that follows from it;
 * ``Best``: the weights with the lowest eval NLL seen so far, kept on disk beside the checkpoints, so that a
   fine-tuning run that starts to over-learn a user's few pieces still ends with its best model, even across
-  ``--resume``;
-* ``blend_with_init``: at the end, the weights part of the way back from the best toward the init model, kept
-  when they score better on the eval split.
+  ``--resume``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +19,6 @@ log = logging.getLogger(__name__)
 BEST_FILE = "best.safetensors"
 REPLAY_FILE = "replay.safetensors"  # corpus windows shipped beside the base model, mixed into fine-tuning batches
 REPLAY_WINDOWS = 2048
-BLEND_SHARES = (0.25, 0.5, 0.75)  # of the way from the init model's weights to the fine-tuned ones
 MAX_REPLAY_BYTES = 32 * 2**20
 
 
@@ -140,42 +136,6 @@ class Best:
         load_tensors_into(model, {k: v.to(device) for k, v in load_file(str(self.path)).items()},
                           source=str(self.path))
         return True
-
-
-def blend_with_init(model, init: Path, nll: float, accuracy: float | None,
-                    score: Callable[[], tuple[float, float]]) -> tuple[float, float, float | None, dict]:
-    """Weight-space blends of the init model and the fine-tuned one (WiSE-FT: init + share x (tuned - init)) for
-    each of BLEND_SHARES, scored on the eval split; the model is left holding the best of them, or the fine-tuned
-    weights (share 1) when no blend beats them. Returns (share, eval NLL, accuracy, {share: NLL} tried).
-
-    Why: a user's few pieces pull the weights past what carries over to the pieces held out. On the fine-tuning
-    bench, blends a half to three quarters of the way scored lower eval NLL than the best checkpoint on three
-    sets of four, and on a test split that nothing was chosen on (bench/RESULTS.md, round twelve).
-    """
-    from safetensors.torch import load_file
-
-    from ..models.base import MODEL_FILE
-    from ..models.weights import load_tensors_into, model_tensors
-
-    device = next(model.parameters()).device
-    tuned = {k: v.float().clone() for k, v in model_tensors(model).items()}  # not views of the parameters
-    start = {k: v.float() for k, v in load_file(str(init / MODEL_FILE)).items()}
-
-    def put(share: float) -> None:
-        load_tensors_into(model, {k: (start[k] + share * (tuned[k] - start[k])).to(device) for k in tuned},
-                          source=f"blend of {init} and the fine-tuned weights")
-
-    best, tried = (1.0, nll, accuracy), {}
-    for share in BLEND_SHARES:
-        put(share)
-        b_nll, b_acc = score()
-        tried[share] = b_nll
-        if math.isfinite(b_nll) and b_nll < best[1] - 1e-4:
-            best = (share, b_nll, b_acc)
-    put(best[0])
-    log.info("blends with %s: %s; kept %g of the way (eval NLL %.4f)", init.name,
-             ", ".join(f"{k:g} {v:.4f}" for k, v in tried.items()), best[0], best[1])
-    return *best, tried
 
 
 def load_replay(folder: Path | None, vocab_size: int, pad_id: int) -> list:

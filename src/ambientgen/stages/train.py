@@ -296,11 +296,6 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
         acc = float(last_eval["eval_accuracy"]) if last_eval else None
         if best.load_into(model):  # the model folder holds the weights with the best eval NLL
             nll, acc = best.nll, best.accuracy
-        blend: dict = {}
-        if init_dir is not None and opts.blend and best.step and stop.signum is None:
-            share, nll, acc, tried = finetune.blend_with_init(
-                model, init_dir, nll, acc, lambda: evaluate(model, ev_windows, opts.batch_size, device, amp_dtype))
-            blend = {"blend": {"share": share, "tried": {str(k): v for k, v in tried.items()}}}
         save_model_dir(model, out_dir, {
             "config_name": finetune.config_name(init_dir) if init_dir else opts.config, "step": step,
             "tokens_seen": tokens_seen, "attn_impl": impl,
@@ -308,7 +303,7 @@ def train(data_dir: str | Path, out_dir: str | Path, opts: TrainOptions | None =
             "eval_nll": nll, "eval_accuracy": acc, "complete": not stopped_early,
             "train_seconds": round(time.monotonic() - t_start, 1),
             "note_seconds": note_seconds(train_pieces),  # what the hold guard of generate goes by
-            "first_tokens": first_tokens(train_pieces), **blend})
+            "first_tokens": first_tokens(train_pieces)})
         primer_src = [(f"eval:{i}", p) for i, p in enumerate(eval_pieces)]
         primer_src += [(f"train:{i}", p) for i, p in enumerate(train_pieces)]
         write_json(out_dir / "primers.json", {"seconds": opts.primer_seconds,
@@ -364,10 +359,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of each fine-tuning batch taken from the rehearsal windows shipped with the init "
                         "model (the base model's corpus; default 0, none): the model keeps more of what it knew, "
                         "and adapts less to your music's texture")
-    p.add_argument("--no-blend", action="store_true",
-                   help="keep the best fine-tuned weights as they are (default: also try blends a quarter, half "
-                        "and three quarters of the way from the init model to them, and keep the one with the "
-                        "lowest eval NLL)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -380,8 +371,7 @@ def main(args: argparse.Namespace) -> int:
                         seq_len=args.seq_len, eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                         keep=args.keep, attention=args.attention, dropout=args.dropout, seed=args.seed,
                         device=args.device, attn_impl=args.attn_impl, compile=args.compile, amp=args.amp,
-                        resume=args.resume, init=args.init, patience=args.patience, replay=args.replay,
-                        blend=not args.no_blend)
+                        resume=args.resume, init=args.init, patience=args.patience, replay=args.replay)
     res = train(args.data_dir, args.output_dir, opts)
     resumed = f" (resumed from step {res.resumed_from})" if res.resumed_from is not None else ""
     start = f"fine-tuned from {res.init}, " if res.init else ""

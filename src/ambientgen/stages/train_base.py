@@ -128,7 +128,7 @@ def _warm_start(out: Path, config: str, batch_size: int | None, steps: int | Non
             write_json(out / RUNS_FILE, runs)
     return TrainOptions(config=config, init=str(init), batch_size=batch_size or 16, steps=steps or WARM_START_STEPS,
                         lr=lr or WARM_START_LR, warmup=50, schedule="cosine", eval_every=200, checkpoint_every=200,
-                        patience=0, replay=replay, dropout=0.0, eval_windows=128, blend=False)
+                        patience=0, replay=replay, dropout=0.0, eval_windows=128)
 
 
 def train_base(out: str | Path, minutes: float | None = None, steps: int | None = None, config: str = BASE_CONFIG,

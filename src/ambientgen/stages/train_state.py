@@ -68,7 +68,6 @@ class TrainOptions:
     init: str = "scratch"  # "scratch", "base" (the shipped base model) or a model folder to fine-tune
     patience: int | None = None  # stop after this many evaluations without a better eval NLL
     replay: float | None = None  # share of each batch from the init model's rehearsal set (default 0: none)
-    blend: bool = True  # fine-tuning: keep a blend of the init and fine-tuned weights when its eval NLL is lower
     model_overrides: dict = field(default_factory=dict)
 
     def resolved(self) -> TrainOptions:
