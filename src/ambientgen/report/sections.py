@@ -120,7 +120,7 @@ def section_pieces(report: Report) -> str:
 QUALITY_ROWS = (
     ("notes_per_s", "notes per second", "notes/s", 2), ("polyphony", "notes sounding at once", "", 2),
     ("duration_p50", "note length, median", "s", 2), ("duration_p90", "note length, longest tenth", "s", 2),
-    ("pitch_median", "register (half the sounding time is below this pitch)", "pitch", 0),
+    ("pitch_median", "register (half the sounding time at or below this pitch)", "pitch", 0),
     ("pitch_class_overlap", "same keys and scales (pitch-class overlap, per piece)", "%", 0),
     ("interval_overlap", "same melodic steps (interval overlap, per piece)", "%", 0),
     ("interval_overlap_set", "same melodic steps, all pieces together", "%", 0),
