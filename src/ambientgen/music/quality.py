@@ -192,8 +192,8 @@ class Reference:
 
 
 def pitch_median(pitch: np.ndarray, weight: np.ndarray) -> int | None:
-    """The register: the pitch below and at which half of the sounding time lies (duration-weighted median). A
-    model that plays a tune's notes an octave low matches its pitch classes and intervals, and misses this."""
+    """The register: the lowest pitch with half of the sounding time at or below it (the duration-weighted median).
+    A model that plays a tune's notes an octave low matches its pitch classes and intervals, and misses this."""
     if not len(pitch) or weight.sum() <= 0:
         return None
     order = np.argsort(pitch, kind="stable")
