@@ -3,8 +3,8 @@
 For each generated piece and for the set: notes/s, polyphony, note-duration p50/p90, pitch range and register
 (the duration-weighted median pitch), pitch-class and melodic-interval histogram overlap with the reference, the
 rate of stuck notes and copying (see ambientgen.music.quality). The reference set's own figures and the interval
-overlap between its two halves are printed beside them, so "close to the reference" has a yardstick. The primer of a primed piece (its sidecar
-JSON says how long) is left out: only what the model wrote is measured.
+overlap between its two halves are printed beside them, so "close to the reference" has a yardstick. The primer of
+a primed piece (its sidecar JSON says how long) is left out: only what the model wrote is measured.
 """
 
 from __future__ import annotations
