@@ -43,6 +43,7 @@ def main() -> None:
     )
     from ambientgen.stages.evaluate_generation import format_table
     from ambientgen.stages.generate import GenerationRequest, generate
+    from ambientgen.stages.heard_corpus import BASE_EVAL_PERCENT
     from ambientgen.stages.make_dataset import augment_arrays, split_of
     from ambientgen.stages.make_dataset_files import performance_notes
     from ambientgen.stages.train_base import BASE_TRANSPOSE
@@ -51,8 +52,8 @@ def main() -> None:
     corpus = Path(args.base_run) / "corpus-midi"
     model = Path(args.model) if args.model else BASE_DIR
     files = sorted(corpus.rglob("*.mid"))
-    held = [p for p in files if split_of(p.relative_to(corpus).as_posix(), 5.0, 0.0) == "eval"]
-    train = [p for p in files if split_of(p.relative_to(corpus).as_posix(), 5.0, 0.0) == "train"]
+    held = [p for p in files if split_of(p.relative_to(corpus).as_posix(), BASE_EVAL_PERCENT, 0.0) == "eval"]
+    train = [p for p in files if split_of(p.relative_to(corpus).as_posix(), BASE_EVAL_PERCENT, 0.0) == "train"]
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
         ref = tmp / "reference"

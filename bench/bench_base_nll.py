@@ -28,12 +28,13 @@ WINDOW, LIMIT = 512, 256
 def corpus_heldout(dest: Path, per_collection: int) -> Path:
     """Held-out corpus pieces (one piece per file) as a data set in dest; returns its folder."""
     from ambientgen.music.corpus import convert_file, corpus_files, corpus_id
-    from ambientgen.stages.make_dataset import DatasetOptions, make_dataset, split_of
+    from ambientgen.stages.heard_corpus import base_held_out
+    from ambientgen.stages.make_dataset import DatasetOptions, make_dataset
 
     midi = dest / "midi"
     for coll in ("bach", "ryansMammoth", "palestrina"):
         files = [p for p in corpus_files() if corpus_id(p).startswith(coll + "/")
-                 and split_of(corpus_id(p) + ".mid", 5.0, 0.0) == "eval"]
+                 and base_held_out(corpus_id(p) + ".mid")]
         for p in files[:per_collection]:
             convert_file(p, midi)
     ds = dest / "dataset"

@@ -57,7 +57,7 @@ def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
 
     from ambientgen.music.corpus import convert_file, corpus_files, corpus_id
     from ambientgen.sample_data import SOFT_PROGRAMS
-    from ambientgen.stages.make_dataset import split_of
+    from ambientgen.stages.heard_corpus import base_held_out
 
     dest.mkdir(parents=True, exist_ok=True)
     if len(list(dest.glob("*.mp3"))) >= count:
@@ -68,7 +68,7 @@ def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
         # Ryan's Mammoth holds one tune per file, so the base model's held-out split is by tune
         if made >= count or not corpus_id(path).startswith("ryansMammoth/"):
             continue
-        if split_of(corpus_id(path) + ".mid", 5.0, 0.0) != "eval":
+        if not base_held_out(corpus_id(path) + ".mid"):
             continue
         convert_file(path, scratch)
         mid = scratch / (corpus_id(path) + ".mid")
@@ -85,13 +85,13 @@ def folk(dest: Path, count: int = 20, seconds: float = 40.0) -> Path:
 def consort(dest: Path, count: int = 12, seconds: float = 40.0) -> Path:
     """Works in parts from the base model's held-out split, soft programs, rendered to MP3."""
     from ambientgen.sample_data import corpus_works, make_samples
-    from ambientgen.stages.make_dataset import split_of
+    from ambientgen.stages.heard_corpus import base_held_out
 
     if len(list(dest.glob("*.mp3"))) >= count:
         return dest
 
     def held(composer: str) -> list[str]:
-        return [w for w in corpus_works(composer) if split_of(w + ".mid", 5.0, 0.0) == "eval"]
+        return [w for w in corpus_works(composer) if base_held_out(w + ".mid")]
 
     # the few held-out Monteverdi and Trecento works, then Palestrina's spread over his masses' movements
     works = held("monteverdi") + held("trecento") + held("palestrina")[::5]
@@ -109,12 +109,12 @@ def quartets(dest: Path, count: int = 11, seconds: float = 40.0) -> Path:
     import note_seq
 
     from ambientgen.sample_data import SOFT_PROGRAMS, corpus_works, score_to_midi
-    from ambientgen.stages.make_dataset import split_of
+    from ambientgen.stages.heard_corpus import base_held_out
 
     dest.mkdir(parents=True, exist_ok=True)
     if any(dest.glob("*.mp3")):  # the pieces are moved in together, at the end
         return dest
-    works = [w for c in ("beethoven", "haydn") for w in corpus_works(c) if split_of(w + ".mid", 5.0, 0.0) == "eval"]
+    works = [w for c in ("beethoven", "haydn") for w in corpus_works(c) if base_held_out(w + ".mid")]
     scratch = dest / ".midi"
     scratch.mkdir(exist_ok=True)
     cuts = []

@@ -34,6 +34,13 @@ MANIFEST = "heard.json"
 _transcriber = None  # one model per worker process
 
 
+def base_held_out(rel: str) -> bool:
+    """True for a converted corpus piece in the base model's held-out split: what the benches may test it on."""
+    from .make_dataset import split_of
+
+    return split_of(rel, BASE_EVAL_PERCENT, 0.0) == "eval"
+
+
 def base_train_piece(rel: str) -> bool:
     """True for a converted corpus piece ('bach/bwv66.6.mid', 'oneills1850/x-tune12.mid') that the base model
     trains on and that is not one of the demo's chorales."""

@@ -68,6 +68,7 @@ def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, lim
     """Steps 1 and 2; the data set is rebuilt only when its input changed. With ``heard`` pieces (and ``solo``
     single lines), the input is the corpus as the transcriber hears it (stages.heard_corpus) instead of the
     converted scores."""
+    from .heard_corpus import BASE_EVAL_PERCENT
     from .make_dataset import DatasetOptions, make_dataset
 
     if heard:
@@ -89,7 +90,7 @@ def build_dataset(out: Path, jobs: int, collections: tuple[str, ...] | None, lim
     summary_path = out / "dataset" / "summary.json"
     if summary_path.is_file() and stamp.is_file() and json.loads(stamp.read_text()).get("pieces") == tally["pieces"]:
         return json.loads(summary_path.read_text())
-    opts = DatasetOptions(max_events=2048, eval_percent=5.0, test_percent=0.0, stretch=BASE_STRETCH,
+    opts = DatasetOptions(max_events=2048, eval_percent=BASE_EVAL_PERCENT, test_percent=0.0, stretch=BASE_STRETCH,
                           transpose=BASE_TRANSPOSE, jobs=jobs, cache_dir=None)
     summary = make_dataset(src, out / "dataset", opts)
     shutil.copyfile(src / manifest, stamp)
