@@ -261,9 +261,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a sound under the music: pink-noise, brown-noise, rain or binaural, at LU relative to "
                         "the music (e.g. rain:-12); repeat for more. A binaural beat is for headphones at a low "
                         "volume, not while driving nor with epilepsy")
-    p.add_argument("--temperature", type=float, default=1.0,
-                   help="sampling temperature (default 1: lower values make the pieces busier)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    p.add_argument("--temperature", type=float, default=ComposeOptions.temperature,
+                   help=f"sampling temperature (default {ComposeOptions.temperature:g}: lower values make the "
+                        "pieces busier)")
+    p.add_argument("--top-p", type=float, default=ComposeOptions.top_p,
+                   help=f"nucleus sampling mass (default {ComposeOptions.top_p:g}: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the pieces (default 0)")
     p.add_argument("--more-like", nargs="+", default=[], metavar="PIECE",
                    help="pieces you liked (names from the report, or MIDI files): variations of each are made, "
