@@ -14,6 +14,17 @@ PIPELINES_DIR = REPO_ROOT / "pipelines"
 SCHEMA_PATH = REPO_ROOT.parent / "shared" / "pachyderm-schema" / "CreatePipelineRequest.schema.json"
 
 
+def pachyderm_schema() -> dict:
+    """Pachyderm's CreatePipelineRequest JSON schema, from the shared folder beside the checkout; without it the
+    tests that validate specs fail with where it belongs, not with a bare FileNotFoundError."""
+    import json
+
+    if not SCHEMA_PATH.is_file():
+        pytest.fail(f"Pachyderm schema not found at {SCHEMA_PATH}: the shared folder (../shared/pachyderm-schema/"
+                    "CreatePipelineRequest.schema.json beside the checkout) is needed to validate pipelines/*.json")
+    return json.loads(SCHEMA_PATH.read_text())
+
+
 @pytest.fixture(scope="session")
 def sample_midis(tmp_path_factory) -> list[Path]:
     """Four Bach chorales as MIDI, 20 s each, with varied soft General MIDI programs."""

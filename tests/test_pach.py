@@ -28,7 +28,7 @@ import grpc
 import pytest
 from betterproto import which_one_of
 from betterproto.lib.google.protobuf import BytesValue, Empty
-from conftest import PIPELINES_DIR, REPO_ROOT, SCHEMA_PATH
+from conftest import PIPELINES_DIR, REPO_ROOT, pachyderm_schema
 from jsonschema import Draft4Validator
 from pachyderm_sdk.api import pfs, pps
 
@@ -110,7 +110,7 @@ class FakePachd:
         self.fail_jobs: dict[str, str] = {}
         self.hold_jobs = False
         self.no_jobs = False
-        self.schema = Draft4Validator(json.loads(SCHEMA_PATH.read_text()))
+        self.schema = Draft4Validator(pachyderm_schema())
 
     # helpers -------------------------------------------------------------------------------------
     def log(self, name, req):

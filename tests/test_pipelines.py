@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import PIPELINES_DIR, SCHEMA_PATH
+from conftest import PIPELINES_DIR, pachyderm_schema
 
 from ambientgen.chain import INPUT_REPOS, REPOS
 from ambientgen.cli import COMMANDS
@@ -43,10 +43,7 @@ def pfs_inputs(node: dict) -> list[dict]:
 def validator():
     from jsonschema import Draft4Validator
 
-    if not SCHEMA_PATH.is_file():
-        pytest.fail(f"Pachyderm schema not found at {SCHEMA_PATH}: the shared folder (../shared/pachyderm-schema/"
-                    "CreatePipelineRequest.schema.json beside the checkout) is needed to validate pipelines/*.json")
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = pachyderm_schema()
     Draft4Validator.check_schema(schema)
     return Draft4Validator(schema)
 
